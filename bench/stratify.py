@@ -1,0 +1,171 @@
+"""Benchmark: the stratification engine against the floor, at several population sizes.
+
+For each size it generates (or reuses) a synthetic population, validates it once into a store, then measures in
+fresh processes, each several times (median), warm page cache:
+
+- floor: one plain DuckDB query over the same validated files that reads every column the engine reads and
+  aggregates a hash of them - the cost of just reading the input;
+- engine: ``stratify_flows`` with the shipped catalog, writing its Parquet outputs.
+
+It prints wall time, records/s and the peak memory of the whole process tree, and the engine / floor ratio.
+Usage: ``python bench/stratify.py [--sizes 1000000,10000000] [--repeat 3] [--data bench/data]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from bench.measure import Measurement, measure
+
+REFERENCE_DATE = "2025-12-31"
+
+# The columns the engine reads (presa/stratify/compile.py): the floor reads exactly these.
+ENGINE_COLUMNS = {
+    "residents": ["resident_key", "sex", "birth_date", "registration_date", "death_date", "last_service_date"],
+    "prescriptions": ["resident_key", "dispensing_date", "atc", "ddd"],
+    "outpatient": ["resident_key", "service_date", "service_code"],
+    "discharges": [
+        "resident_key",
+        "discharge_date",
+        "dx_main",
+        "dx_2",
+        "dx_3",
+        "dx_4",
+        "dx_5",
+        "dx_6",
+        "source_file",
+        "source_line",
+    ],
+    "exemptions": ["resident_key", "exemption_code", "start_date", "end_date"],
+}
+
+console = Console()
+
+
+def floor_sql(store: Path) -> str:
+    parts = [
+        f"SELECT hash({', '.join(columns)}) AS h FROM read_parquet('{store / (table + '.parquet')}')"
+        for table, columns in ENGINE_COLUMNS.items()
+    ]
+    return "SELECT SUM(h) FROM (" + " UNION ALL ".join(parts) + ")"
+
+
+def prepare(size: int, data: Path) -> tuple[Path, dict[str, float]]:
+    """Generate and validate a population once; later runs reuse it."""
+    raw, store = data / f"synth-{size}", data / f"store-{size}"
+    timings: dict[str, float] = {}
+    if not (raw / "synth.json").is_file():
+        shutil.rmtree(raw, ignore_errors=True)
+        step = measure(
+            "from pathlib import Path; from presa.synth import SynthConfig, generate; "
+            f"generate(SynthConfig(residents={size}, seed=1), Path('{raw}')); print('{{}}')"
+        )
+        timings["synth_s"], timings["synth_peak_gb"] = step.seconds, step.peak_gb
+    if not (store / "manifest.json").is_file():
+        shutil.rmtree(store, ignore_errors=True)
+        step = measure(
+            "from pathlib import Path; from presa.flows.load import load_flows; "
+            f"load_flows(Path('{raw}'), Path('{store}')); print('{{}}')"
+        )
+        timings["load_s"], timings["load_peak_gb"] = step.seconds, step.peak_gb
+    return store, timings
+
+
+def records_in(store: Path) -> int:
+    manifest = json.loads((store / "manifest.json").read_text())
+    return sum(int(t["accepted"]) for t in manifest["tables"].values())
+
+
+def run_floor(store: Path) -> Measurement:
+    return measure(
+        "import duckdb, json, time; con = duckdb.connect(); t = time.perf_counter(); "
+        f"con.execute({floor_sql(store)!r}).fetchall(); "
+        "print(json.dumps({'elapsed': time.perf_counter() - t}))"
+    )
+
+
+def run_engine(store: Path, out: Path) -> Measurement:
+    """The engine from catalog load to written outputs; interpreter start-up and imports are not counted."""
+    return measure(
+        "import json, shutil, time; from datetime import date; from pathlib import Path; "
+        "from presa.stratify.catalog import load_catalog; from presa.stratify.engine import stratify_flows; "
+        f"out = Path('{out}'); shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True); "
+        "t = time.perf_counter(); "
+        f"r = stratify_flows(Path('{store}'), out, load_catalog(), date.fromisoformat('{REFERENCE_DATE}')); "
+        "print(json.dumps({'elapsed': time.perf_counter() - t, 'population': r.population, "
+        "'levels': r.residents_by_level, 'seconds': r.seconds}))"
+    )
+
+
+def median_of(runs: list[Measurement]) -> Measurement:
+    """Median of the step's own elapsed time (reported by the child); the highest peak memory seen."""
+    ordered = sorted(runs, key=lambda m: m.result["elapsed"])
+    middle = ordered[len(ordered) // 2]
+    return Measurement(middle.result["elapsed"], max(m.peak_bytes for m in runs), middle.result)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{psutil.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated population sizes")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per step (median reported)")
+    parser.add_argument("--data", type=Path, default=Path("bench/data"), help="where populations are kept")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    console.print(f"machine: {machine()}; commit {commit()}; reference date {REFERENCE_DATE}")
+    table = Table(title="Stratification engine vs floor (median of runs, warm cache)")
+    for column in (
+        "residents",
+        "records",
+        "floor s",
+        "engine s",
+        "engine/floor",
+        "records/s",
+        "floor peak",
+        "engine peak",
+    ):
+        table.add_column(column, justify="right")
+    for size in sizes:
+        store, timings = prepare(size, args.data)
+        if timings:
+            console.print(f"{size:,} residents prepared: {json.dumps({k: round(v, 2) for k, v in timings.items()})}")
+        records = records_in(store)
+        run_floor(store)  # warm the page cache
+        floor = median_of([run_floor(store) for _ in range(args.repeat)])
+        engine = median_of([run_engine(store, args.data / f"run-{size}") for _ in range(args.repeat)])
+        console.print(f"{size:,}: engine stages {json.dumps(engine.result['seconds'])}")
+        console.print(f"{size:,}: levels {json.dumps(engine.result['levels'])}")
+        table.add_row(
+            f"{size:,}",
+            f"{records:,}",
+            f"{floor.seconds:.2f}",
+            f"{engine.seconds:.2f}",
+            f"{engine.seconds / floor.seconds:.2f}x",
+            f"{records / engine.seconds:,.0f}",
+            f"{floor.peak_gb:.2f} GB",
+            f"{engine.peak_gb:.2f} GB",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
