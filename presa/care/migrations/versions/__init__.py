@@ -1,0 +1,1 @@
+"""The care store's revisions, oldest first (``r0001_...``)."""

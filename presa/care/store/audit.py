@@ -1,0 +1,83 @@
+"""The audit trail: every read and write of patient data leaves one row, and no row can change afterwards.
+
+:func:`record` is the one way to write it. The database refuses UPDATE and DELETE on ``audit_events`` (triggers
+made by the first migration, on SQLite and PostgreSQL alike); the ORM refuses them earlier, at flush, with a
+clearer message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapper, Session
+
+from presa.care.store.models import AuditEvent
+
+
+class AuditTrailError(RuntimeError):
+    """An attempt to change or remove an audit row."""
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: object | None = None,
+    patient_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+    remote_addr: str | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    """Add one audit row to the session (written at the next flush, in the caller's transaction)."""
+    if not actor.strip():
+        raise ValueError("an audit row needs its actor")
+    row = AuditEvent(
+        at=at or datetime.now(UTC),
+        actor=actor,
+        action=action,
+        entity=entity,
+        entity_id=None if entity_id is None else str(entity_id),
+        patient_id=patient_id,
+        remote_addr=remote_addr,
+        detail=detail,
+    )
+    session.add(row)
+    return row
+
+
+def trail(
+    session: Session,
+    *,
+    patient_id: int | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 1000,
+) -> Sequence[AuditEvent]:
+    """Audit rows, oldest first, filtered by patient, actor and period."""
+    query = select(AuditEvent).order_by(AuditEvent.at, AuditEvent.id).limit(limit)
+    if patient_id is not None:
+        query = query.where(AuditEvent.patient_id == patient_id)
+    if actor is not None:
+        query = query.where(AuditEvent.actor == actor)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.at < until)
+    return session.scalars(query).all()
+
+
+@event.listens_for(AuditEvent, "before_update")
+def _refuse_update(_mapper: Mapper[AuditEvent], _connection: Connection, target: AuditEvent) -> None:
+    raise AuditTrailError(f"audit row {target.id} cannot be changed: the trail is append-only")
+
+
+@event.listens_for(AuditEvent, "before_delete")
+def _refuse_delete(_mapper: Mapper[AuditEvent], _connection: Connection, target: AuditEvent) -> None:
+    raise AuditTrailError(f"audit row {target.id} cannot be deleted: the trail is append-only")

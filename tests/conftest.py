@@ -1,0 +1,117 @@
+"""Shared fixtures: databases of both backends, SQLite and a real PostgreSQL.
+
+- ``backend``: "sqlite" or "postgresql"; a test that uses any fixture below runs once on each (ids
+  ``[sqlite]``, ``[postgresql]``, so ``-k postgresql`` picks one);
+- ``db``: a session on the care store migrated to the latest revision, inside a transaction rolled back after
+  the test (services never commit, so tests see their own writes and leave nothing behind);
+- ``db_engine``: the migrated engine itself, for tests that need their own connections;
+- ``empty_database``: a URL of a fresh empty database, for the migration tests;
+- ``pg_server``: the PostgreSQL server (tests/pgserver.py); one database per test session, ``presa_test_<pid>``,
+  dropped at the end. No server means failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from presa.care.store import make_engine, upgrade
+from tests.pgserver import PgServer, PgUnavailableError, acquire
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        server = acquire()
+    except PgUnavailableError as exc:
+        pytest.fail(f"PostgreSQL is required for the database tests and none is available: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Databases:
+    """Fresh databases for one test session, each dropped (PostgreSQL) or left in pytest's tmp dir (SQLite)."""
+
+    def __init__(self, request: pytest.FixtureRequest, tmp: Path) -> None:
+        self._request, self._tmp = request, tmp
+        self._counter = itertools.count(1)
+        self._created: list[tuple[PgServer, str]] = []
+
+    def new(self, backend: str) -> str:
+        number = next(self._counter)
+        if backend == "sqlite":
+            return f"sqlite:///{self._tmp / f'db{number}.sqlite3'}"
+        if backend == "postgresql":
+            server: PgServer = self._request.getfixturevalue("pg_server")
+            name = f"presa_test_{os.getpid()}" + ("" if number == 1 else f"_{number}")
+            url = server.create_database(name)
+            self._created.append((server, name))
+            return url
+        raise ValueError(f"unknown backend {backend!r}")
+
+    def drop(self, url: str) -> None:
+        for server, name in list(self._created):
+            if url.endswith(f"/{name}"):
+                server.drop_database(name)
+                self._created.remove((server, name))
+
+    def drop_all(self) -> None:
+        for server, name in reversed(self._created):
+            server.drop_database(name)
+        self._created.clear()
+
+
+@pytest.fixture(scope="session")
+def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    made = Databases(request, tmp_path_factory.mktemp("databases"))
+    try:
+        yield made
+    finally:
+        made.drop_all()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session")
+def db_engine(backend: str, databases: Databases) -> Iterator[Engine]:
+    engine = make_engine(databases.new(backend))
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def db(db_engine: Engine) -> Iterator[Session]:
+    with db_engine.connect() as connection:
+        transaction = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+            transaction.rollback()
+
+
+@pytest.fixture
+def empty_database(backend: str, databases: Databases) -> Iterator[str]:
+    url = databases.new(backend)
+    try:
+        yield url
+    finally:
+        databases.drop(url)
