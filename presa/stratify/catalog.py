@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -150,7 +150,44 @@ class NotNode(_Strict):
     not_: Node = Field(alias="not")
 
 
-Node = ExemptionNode | DrugNode | DischargeNode | OutpatientNode | AgeNode | SexNode | AllNode | AnyNode | NotNode
+_NODE_TAGS = {
+    "exemption": "ExemptionNode",
+    "drug": "DrugNode",
+    "discharge": "DischargeNode",
+    "outpatient": "OutpatientNode",
+    "age": "AgeNode",
+    "sex": "SexNode",
+    "all": "AllNode",
+    "any": "AnyNode",
+    "not": "NotNode",
+}
+
+
+def _node_kind(value: Any) -> str | None:
+    """The node's one key picks its model, so an error names the field inside it, not another kind's."""
+    if isinstance(value, BaseModel):
+        return type(value).__name__
+    if isinstance(value, dict) and len(value) == 1:
+        return _NODE_TAGS.get(next(iter(value)))
+    return None
+
+
+Node = Annotated[
+    Annotated[ExemptionNode, Tag("ExemptionNode")]
+    | Annotated[DrugNode, Tag("DrugNode")]
+    | Annotated[DischargeNode, Tag("DischargeNode")]
+    | Annotated[OutpatientNode, Tag("OutpatientNode")]
+    | Annotated[AgeNode, Tag("AgeNode")]
+    | Annotated[SexNode, Tag("SexNode")]
+    | Annotated[AllNode, Tag("AllNode")]
+    | Annotated[AnyNode, Tag("AnyNode")]
+    | Annotated[NotNode, Tag("NotNode")],
+    Discriminator(
+        _node_kind,
+        custom_error_type="criteria_node",
+        custom_error_message=f"a criteria node is a mapping with exactly one key, one of: {', '.join(_NODE_TAGS)}",
+    ),
+]
 RecordRule = ExemptionRule | DrugRule | DischargeRule | OutpatientRule
 
 for _model in (AllNode, AnyNode, NotNode):

@@ -465,7 +465,12 @@ def criterion_heading(c: CriterionEvidence) -> Text:
 def records_table(c: CriterionEvidence) -> Table:
     table = Table(box=box.SIMPLE, padding=(0, 1), show_edge=False)
     for header in ("Flusso", "File", "Riga", "Data", "Codice", "Dettagli"):
-        table.add_column(header, justify="right" if header == "Riga" else "left")
+        # File, line, date and code are how an analyst finds the record in the delivery: never cut them short.
+        table.add_column(
+            header,
+            justify="right" if header == "Riga" else "left",
+            no_wrap=header in ("File", "Riga", "Data", "Codice"),
+        )
     for r in c.records:
         table.add_row(
             TABLE_IT.get(r.table, r.table),
