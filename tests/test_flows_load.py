@@ -28,6 +28,7 @@ DISCHARGE = "R1;2025-05-01;2025-05-04;428.0;401.9;;;;;;127;1;2;2"
 ER_VISIT = "R1;2025-05-01;3;1"
 EXEMPTION = "R1;0A31.401;2020-01-01;2030-12-31"
 SHORT_LINE = "R1;2025-03-01;C09AA05;012345678;1"
+BACKWARDS_STAY = "R1;2025-05-04;2025-05-01;4280;;;;;;;127;1;2;2"
 
 
 def write_flows(
@@ -107,7 +108,7 @@ def test_a_clean_delivery_is_accepted_whole_and_typed(tmp_path: Path) -> None:
         ("prescriptions", "R3;1989-12-31;C09AA05;012345678;1;28", "dispensing_date", "1989-12-31", "resident's birth"),
         ("prescriptions", SHORT_LINE, None, SHORT_LINE, "expected 6 fields separated by ';', found 5"),
         ("discharges", "R1;2025-05-01;2025-05-04;428.7;;;;;;;127;1;2;2", "dx_main", "428.7", "not a code of icd9cm"),
-        ("discharges", "R1;2025-05-04;2025-05-01;4280;;;;;;;127;1;2;2", "discharge_date", "2025-05-01", "before admission"),
+        ("discharges", BACKWARDS_STAY, "discharge_date", "2025-05-01", "before admission"),
         ("er_visits", "R1;2025-05-01;R;1", "triage", "R", "not one of 1, 2, 3, 4, 5"),
         ("residents", "R4;1850-01-01;F;015146;321;GP1;2000-01-01;", "birth_date", "1850-01-01", "before 1900-01-01"),
         ("residents", "R4;1950-01-01;1;015146;321;GP1;2000-01-01;", "sex", "1", "not one of M, F"),
