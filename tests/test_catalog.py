@@ -1,4 +1,4 @@
-"""The catalog model: what a well-formed catalog becomes, and every malformed one refused naming file, entry and field."""
+"""The catalog model: what a well-formed catalog becomes; every malformed one refused naming file, entry, field."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ from presa.stratify.catalog import (
     load_catalog,
 )
 from presa.stratify.compile import compile_catalog
-from tests.storebuilder import HEADER, pathology, write_catalog
+from tests.storebuilder import HEADER as BASE_HEADER
+from tests.storebuilder import pathology, write_catalog
+
+HEADER: dict[str, Any] = dict(BASE_HEADER)
+WINDOWS: dict[str, int] = dict(HEADER["default_windows_months"])
 
 HTN = pathology("hypertension", {"drug": {"atc": ["C09"], "min_prescriptions": 2}}, 30)
 CKD = pathology("ckd", {"discharge": {"icd9": ["585"]}}, 5, excluded_by=["dialysis"])
@@ -98,7 +102,12 @@ def test_entries_of_several_files_are_read_in_file_order(tmp_path: Path) -> None
         ({"lab": {"codes": ["90.27.1"]}}, {}, "criteria", "exactly one key"),
         ({"drug": {"atc": ["C09"]}, "exemption": {"codes": ["0031"]}}, {}, "criteria", "exactly one key"),
         ({"drug": {"atc": ["C09"], "window_months": 0}}, {}, "criteria.drug.window_months", "greater than or equal"),
-        ({"exemption": {"codes": ["0031"], "window_months": 121}}, {}, "criteria.exemption.window_months", "less than or equal to 120"),
+        (
+            {"exemption": {"codes": ["0031"], "window_months": 121}},
+            {},
+            "criteria.exemption.window_months",
+            "less than or equal to 120",
+        ),
         (
             {"any": [{"exemption": {"codes": ["0031"]}}, {"discharge": {"icd9": ["401"], "window_months": -3}}]},
             {},
@@ -225,7 +234,7 @@ def test_a_criterion_id_used_twice_is_refused(tmp_path: Path) -> None:
 
 def test_a_directory_without_catalog_yaml_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CatalogError, match="catalog.yaml not found"):
+    with pytest.raises(CatalogError, match=r"catalog\.yaml not found"):
         load_catalog(tmp_path / "empty")
 
 
@@ -257,9 +266,9 @@ def test_a_file_that_is_not_yaml_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"default_windows_months": {**HEADER["default_windows_months"], "drug": 0}}, "default_windows_months.drug"),
+        ({"default_windows_months": {**WINDOWS, "drug": 0}}, "default_windows_months.drug"),
         (
-            {"default_windows_months": {**HEADER["default_windows_months"], "discharge": 121}},
+            {"default_windows_months": {**WINDOWS, "discharge": 121}},
             "default_windows_months.discharge",
         ),
         ({"default_windows_months": {"drug": 12}}, "default_windows_months.exemption"),
@@ -281,7 +290,7 @@ def test_levels_must_be_numbered_without_gaps(tmp_path: Path) -> None:
 
 def test_a_level_rule_with_a_hole_is_refused_when_compiled(tmp_path: Path) -> None:
     """Levels 1..n in order but nobody with exactly two pathologies: the rule has a hole."""
-    levels = [dict(lv) for lv in HEADER["levels"]]
+    levels: list[dict[str, Any]] = [dict(lv) for lv in HEADER["levels"]]
     levels[1] = {**levels[1], "min_pathologies": 3}
     catalog = load_catalog(write_catalog(tmp_path / "catalog", [HTN], {**HEADER, "levels": levels}))
     with pytest.raises(CatalogError, match="0 levels match 2 pathologies"):

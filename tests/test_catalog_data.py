@@ -92,8 +92,14 @@ def prefixes(p: Pathology) -> dict[str, list[str]]:
 
 
 def all_leaf_codes(catalog: Catalog, kind: type) -> list[tuple[str, str]]:
-    attr = {DrugRule: "atc", DischargeRule: "icd9", ExemptionRule: "codes", OutpatientRule: "codes"}[kind]
-    return [(leaf.pathology_id, code) for leaf in catalog.leaves() if isinstance(leaf.rule, kind) for code in getattr(leaf.rule, attr)]
+    attrs: dict[type, str] = {DrugRule: "atc", DischargeRule: "icd9", ExemptionRule: "codes", OutpatientRule: "codes"}
+    attr = attrs[kind]
+    return [
+        (leaf.pathology_id, code)
+        for leaf in catalog.leaves()
+        if isinstance(leaf.rule, kind)
+        for code in getattr(leaf.rule, attr)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------- completeness
