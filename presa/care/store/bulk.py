@@ -15,7 +15,9 @@ from typing import Any
 
 from psycopg import sql
 from sqlalchemy import JSON, Table, insert
-from sqlalchemy.engine import Connection, CursorResult, Result
+from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 SQLITE_CHUNK_ROWS = 10_000
 
@@ -28,10 +30,11 @@ def table_of(model: type[Any]) -> Table:
     return table
 
 
-def rowcount(result: Result[Any]) -> int:
-    """Rows an INSERT ... SELECT, UPDATE or DELETE touched."""
+def counted(session: Session, statement: Executable) -> int:
+    """Execute an INSERT ... SELECT, UPDATE or DELETE and return how many rows it touched."""
+    result = session.execute(statement, execution_options={"preserve_rowcount": True})
     if not isinstance(result, CursorResult):
-        raise TypeError("not the result of a DML statement")
+        raise TypeError("not a DML statement")
     return int(result.rowcount)
 
 
