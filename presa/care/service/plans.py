@@ -23,6 +23,7 @@ from presa.care.calendar import draft_care_plan, year_after
 from presa.care.enrolment import EpisodeState
 from presa.care.pdta import Sex, TemplateSet, default_templates
 from presa.care.plan import (
+    KIND_RANK,
     Action,
     CarePlan,
     MergedPlan,
@@ -166,7 +167,7 @@ def load_plan(session: Session, plan_id: int, version: int | None = None) -> Car
         age=stored.age,
         sex=_sex(stored.sex),
         pathways=tuple(stored.pathways),
-        activities=tuple(by_key.values()),
+        activities=tuple(sorted(by_key.values(), key=lambda a: (KIND_RANK[a.kind], a.key))),
         suggestions=(),
         generic_follow_up=tuple(stored.generic_follow_up),
     )
