@@ -234,17 +234,15 @@ EXPECTED_OVERLAPS: dict[tuple[str, str], set[str]] = {
     ("dialysis", "023.585"): {"chronic_kidney_disease"},  # excluded by dialysis
     ("dialysis", "5856"): {"chronic_kidney_disease"},  # excluded by dialysis
     # Immunosuppressants and the exemption 052.V42 are the same for every organ: the follow-up tells the organ.
-    ("kidney_transplant", "L04AD02"): {"liver_transplant"},
-    ("kidney_transplant", "L04AD01"): {"liver_transplant"},
-    ("kidney_transplant", "L04AA06"): {"liver_transplant"},
-    ("kidney_transplant", "052.V42"): {"liver_transplant"},
-    ("liver_transplant", "L04AD02"): {"kidney_transplant"},
-    ("liver_transplant", "L04AA06"): {"kidney_transplant"},
-    ("liver_transplant", "052.V42"): {"kidney_transplant"},
-    ("other_organ_transplant", "L04AD02"): {"kidney_transplant", "liver_transplant"},
-    ("other_organ_transplant", "L04AD01"): {"kidney_transplant", "liver_transplant"},
-    ("other_organ_transplant", "L04AA06"): {"kidney_transplant", "liver_transplant"},
-    ("other_organ_transplant", "052.V42"): {"kidney_transplant", "liver_transplant"},
+    **{
+        (organ, code): {"kidney_transplant", "liver_transplant", "other_organ_transplant"} - {organ}
+        for organ, codes in (
+            ("kidney_transplant", ("L04AD02", "L04AD01", "L04AA06", "052.V42")),
+            ("liver_transplant", ("L04AD02", "L04AA06", "052.V42")),
+            ("other_organ_transplant", ("L04AD02", "L04AD01", "L04AA06", "052.V42")),
+        )
+        for code in codes
+    },
     # Rare-disease codes of named pathologies begin with R; rare_disease leaves them out with a `not`.
     ("motor_neuron_disease", "RF0100"): {"rare_disease"},
     ("coagulation_defects", "RDG020"): {"rare_disease"},
@@ -254,10 +252,6 @@ NOT_FOUND_BY_OWN = {
     ("diabetes_type2", "A10AE04"),  # insulin add-on: type 2 is found by its oral agents
     ("diabetes_type1", "013.250"),  # type 1 is found by insulin
     ("dialysis", "023.585"),  # the exemption does not tell dialysis from CKD
-    ("other_organ_transplant", "L04AD02"),
-    ("other_organ_transplant", "L04AD01"),
-    ("other_organ_transplant", "L04AA06"),
-    ("other_organ_transplant", "052.V42"),  # heart, lung, pancreas need an organ-specific code
 }
 
 
@@ -340,6 +334,10 @@ def vignettes() -> StoreBuilder:
     s.resident("kidney_tx", **OLD).exemption("kidney_tx", "052.V42", date(2019, 1, 1))
     monthly(s, "kidney_tx", "L04AD02", 8)
     s.service("kidney_tx", date(2025, 3, 1), "89.01.B").service("kidney_tx", date(2025, 9, 1), "89.01.B")
+    s.resident("heart_tx", **OLD).exemption("heart_tx", "052.V42", date(2019, 1, 1))
+    monthly(s, "heart_tx", "L04AD02", 8)
+    s.service("heart_tx", date(2025, 2, 1), "89.01.3").service("heart_tx", date(2025, 8, 1), "89.01.3")
+    s.service("heart_tx", date(2025, 4, 1), "89.01.L")
     s.resident("graft_failed", **OLD).exemption("graft_failed", "052.V42", date(2015, 1, 1))
     s.discharge("graft_failed", date(2025, 2, 1), "99681")
     sessions(s, "graft_failed", "39.95.4", date(2025, 8, 1), REF)
@@ -399,6 +397,7 @@ def patients(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> dict
         ("t2_diet", {"diabetes_type2"}),  # exemption without insulin
         ("dialysis", {"dialysis"}),  # not also CKD
         ("kidney_tx", {"kidney_transplant"}),  # nephrology follow-up tells the organ
+        ("heart_tx", {"other_organ_transplant"}),  # cardiology follow-up, no nephrology or hepatology
         ("graft_failed", {"dialysis"}),  # back on dialysis
         ("transplanted_this_year", {"kidney_transplant"}),  # dialysis stopped months ago
         ("htn_organ_damage", {"hypertension"}),  # 0031 is not 003 (haemolytic anaemia)
