@@ -9,8 +9,9 @@ A table's rows pass through named relations, each a SELECT over the one before:
 4. ``<t>_checked``: the first fault of each row (column, value as shipped, reason), then the cross-column checks,
    the resident's existence, birth and death; ``row_hash`` over the typed values, for duplicates.
 
-Duplicates are found in two small steps (hashes seen twice, then the first row of each exact group) and the final
-relation ``<t>_final`` adds their reason. Every fault is data: no row raises, every row ends accepted or rejected.
+``<t>_checked`` is the only pass over the shipped files: load.py writes it once to ``<t>_stage``. From the stage,
+``<t>_dup_first`` finds the first row of every repeated hash and ``<t>_final`` adds the duplicates' reason. Every
+fault is data: no row raises, every row ends accepted or rejected.
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ def table_sql(
     cleaned = ", ".join(
         f"{cleaned_expression(c, source_types[c.name])} AS {ident('clean_' + c.name)}" for c in table.columns
     )
-    raw = ", ".join(f"CAST({ident(c.name)} AS VARCHAR) AS {ident('raw_' + c.name)}" for c in table.columns)
+    # The value as shipped, kept under another name; it is cast to text only for the rows that report it.
+    raw = ", ".join(f"{ident(c.name)} AS {ident('raw_' + c.name)}" for c in table.columns)
     typed_values = ", ".join(
         f"CAST({typed_expression(c, source_types[c.name], ident('clean_' + c.name))} AS {output_type(c)}) "
         f"AS {ident(c.name)}"
@@ -177,11 +179,15 @@ def table_sql(
     }
 
 
+def _as_text(column: str) -> str:
+    return f"CAST({ident(column)} AS VARCHAR)"
+
+
 def _first_fault(table: TableSpec) -> tuple[str, str, str]:
     """CASE expressions for the first faulty column of a row: its name, its value as shipped and the reason."""
     columns = [c.name for c in table.columns]
     name = " ".join(f"WHEN {ident('fault_' + c)} IS NOT NULL THEN {literal(c)}" for c in columns)
-    value = " ".join(f"WHEN {ident('fault_' + c)} IS NOT NULL THEN {ident('raw_' + c)}" for c in columns)
+    value = " ".join(f"WHEN {ident('fault_' + c)} IS NOT NULL THEN {_as_text('raw_' + c)}" for c in columns)
     reason = ", ".join(ident("fault_" + c) for c in columns)
     return f"CASE {name} END", f"CASE {value} END", f"COALESCE({reason})"
 
@@ -216,7 +222,7 @@ def _checked_sql(table: TableSpec) -> str:
     column_name, column_value, column_reason = _first_fault(table)
     row_faults = _check_faults(table) + _resident_faults(table)
     name_cases = " ".join(f"WHEN {cond} THEN {literal(col)}" for cond, col, _ in row_faults)
-    value_cases = " ".join(f"WHEN {cond} THEN {ident('raw_' + col)}" for cond, col, _ in row_faults)
+    value_cases = " ".join(f"WHEN {cond} THEN {_as_text('raw_' + col)}" for cond, col, _ in row_faults)
     reason_cases = " ".join(f"WHEN {cond} THEN {literal(reason)}" for cond, _, reason in row_faults)
     references = any(c.references == "residents" for c in table.columns)
     key = "r.resident_key" if references else "CAST(NULL AS BIGINT)"
@@ -233,7 +239,9 @@ def _checked_sql(table: TableSpec) -> str:
         )
 
     return (
-        f"SELECT v.*, {key} AS resident_key, hash({hash_columns}) AS row_hash, "
+        f"SELECT {', '.join('v.' + ident(c.name) for c in table.columns)}, {key} AS resident_key, "
+        f"v.source_file, v.source_line, v.row_order, hash({hash_columns}) AS row_hash, "
+        f"{_as_text('raw_' + table.unique) if table.unique else 'CAST(NULL AS VARCHAR)'} AS raw_key, "
         f"{first('NULL', column_name, name_cases)} AS reject_column, "
         f"{first('line_text', column_value, value_cases)} AS reject_value, "
         f"{first('field_fault', column_reason, reason_cases)} AS reject_reason "
@@ -241,26 +249,19 @@ def _checked_sql(table: TableSpec) -> str:
     )
 
 
-def duplicate_sql(table: TableSpec) -> dict[str, str]:
-    """Exact duplicates among otherwise acceptable rows: the first (in file and line order) is kept.
+def duplicate_sql(table: TableSpec) -> str:
+    """The first row (in file and line order) of every row hash seen more than once among acceptable rows.
 
-    ``<t>_dup_hashes`` holds the row hashes seen more than once (few rows); ``<t>_dup_first`` the first row of each
-    group of rows equal in every value, found among the rows with such a hash, so a hash collision cannot reject a row.
+    Read from ``<t>_stage`` (the checked rows, written once). A later row is a duplicate when its hash matches and
+    every value equals the first row's, so a 64-bit hash collision between different rows rejects nothing.
     """
-    t = table.name
-    values = _value_columns(table)
-    group = ", ".join(["row_hash", *values])
-    return {
-        f"{t}_dup_hashes": (
-            f"SELECT row_hash FROM {t}_checked WHERE reject_reason IS NULL GROUP BY row_hash HAVING COUNT(*) > 1"
-        ),
-        f"{t}_dup_first": (
-            f"SELECT {group}, MIN(row_order) AS first_order, arg_min(source_file, row_order) AS first_file, "
-            f"arg_min(source_line, row_order) AS first_line FROM {t}_checked "
-            f"WHERE reject_reason IS NULL AND row_hash IN (SELECT row_hash FROM {t}_dup_hashes) "
-            f"GROUP BY {group} HAVING COUNT(*) > 1"
-        ),
-    }
+    values = ", ".join(f"arg_min({v}, row_order) AS {v}" for v in _value_columns(table))
+    return (
+        f"SELECT row_hash, {values}, MIN(row_order) AS first_order, arg_min(source_file, row_order) AS first_file, "
+        f"arg_min(source_line, row_order) AS first_line FROM {table.name}_stage "
+        f"WHERE reject_reason IS NULL AND row_hash IN (SELECT row_hash FROM {table.name}_stage "
+        f"WHERE reject_reason IS NULL GROUP BY row_hash HAVING COUNT(*) > 1) GROUP BY row_hash"
+    )
 
 
 def _value_columns(table: TableSpec) -> list[str]:
@@ -269,13 +270,13 @@ def _value_columns(table: TableSpec) -> list[str]:
 
 
 def final_sql(table: TableSpec) -> str:
-    """Every row once, with its reject reason (NULL when accepted), duplicates and repeated keys included."""
+    """Every staged row once, with its reject reason (NULL when accepted), duplicates and repeated keys included."""
     t = table.name
-    on = " AND ".join(f"c.{v} IS NOT DISTINCT FROM d.{v}" for v in ["row_hash", *_value_columns(table)])
+    same = " AND ".join(f"c.{v} IS NOT DISTINCT FROM d.{v}" for v in _value_columns(table))
     # (condition, column, value, reason) of the faults found only by comparing rows, after each row's own.
     cases = [
         (
-            "d.first_order IS NOT NULL AND c.row_order > d.first_order",
+            f"d.first_order IS NOT NULL AND c.row_order > d.first_order AND {same}",
             "NULL",
             "NULL",
             "'exact duplicate of ' || d.first_file || ' line ' || d.first_line",
@@ -289,7 +290,7 @@ def final_sql(table: TableSpec) -> str:
             (
                 "k.first_order IS NOT NULL AND c.row_order > k.first_order",
                 literal(table.unique),
-                f"c.{ident('raw_' + table.unique)}",
+                "c.raw_key",
                 f"'duplicate {table.unique}, first at ' || k.first_file || ' line ' || k.first_line",
             )
         )
@@ -301,7 +302,7 @@ def final_sql(table: TableSpec) -> str:
     return (
         f"SELECT c.* EXCLUDE (reject_column, reject_value, reject_reason), {pick(1, 'reject_column')}, "
         f"{pick(2, 'reject_value')}, {pick(3, 'reject_reason')} "
-        f"FROM {t}_checked c LEFT JOIN {t}_dup_first d ON {on} {key_join}"
+        f"FROM {t}_stage c LEFT JOIN {t}_dup_first d ON c.row_hash = d.row_hash {key_join}"
     )
 
 
@@ -311,6 +312,6 @@ def key_first_sql(table: TableSpec) -> str:
     key = ident(table.unique)
     return (
         f"SELECT {key}, MIN(row_order) AS first_order, arg_min(source_file, row_order) AS first_file, "
-        f"arg_min(source_line, row_order) AS first_line FROM {table.name}_checked "
+        f"arg_min(source_line, row_order) AS first_line FROM {table.name}_stage "
         f"WHERE reject_reason IS NULL GROUP BY {key} HAVING COUNT(*) > 1"
     )
