@@ -170,6 +170,16 @@ def test_exclusions_are_the_clinical_ones(catalog: Catalog) -> None:
     }
 
 
+def test_docs_list_every_pathology_with_its_criteria_and_measured_accuracy(catalog: Catalog) -> None:
+    doc = (ROOT / "docs" / "CATALOG.md").read_text(encoding="utf-8")
+    for p in catalog.pathologies:
+        rows = [line for line in doc.splitlines() if line.startswith(f"| {p.id} |")]
+        described = [r for r in rows if f"| {p.name_it} | {p.macro_area} | {p.priority} |" in r]
+        measured = [r for r in rows if re.search(r"\| [01]\.[0-9]{4} \|", r)]
+        assert len(described) == 1 and described[0].endswith(f"| {p.confidence} |"), p.id
+        assert len(measured) == 1, p.id
+
+
 # ---------------------------------------------------------------------------------------------------- real codes
 
 
