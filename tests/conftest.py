@@ -25,6 +25,12 @@ from presa.care.store import make_engine, upgrade
 from tests.pgserver import PgServer, PgUnavailableError, acquire
 
 BACKENDS = ("sqlite", "postgresql")
+_used_servers: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for origin in _used_servers:
+        terminalreporter.write_line(f"PostgreSQL tests ran on {origin}")
 
 
 @pytest.fixture(scope="session")
@@ -33,51 +39,42 @@ def pg_server() -> Iterator[PgServer]:
         server = acquire()
     except PgUnavailableError as exc:
         pytest.fail(f"PostgreSQL is required for the database tests and none is available: {exc}", pytrace=False)
+    _used_servers.append(server.origin)
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 class Databases:
-    """Fresh databases for one test session, each dropped (PostgreSQL) or left in pytest's tmp dir (SQLite)."""
+    """Fresh databases for one test session: SQLite files in pytest's tmp dir, PostgreSQL databases on the
+    ``pg_server``, which drops whatever is left of them when it closes."""
 
     def __init__(self, request: pytest.FixtureRequest, tmp: Path) -> None:
         self._request, self._tmp = request, tmp
         self._counter = itertools.count(1)
-        self._created: list[tuple[PgServer, str]] = []
 
     def new(self, backend: str) -> str:
         number = next(self._counter)
         if backend == "sqlite":
             return f"sqlite:///{self._tmp / f'db{number}.sqlite3'}"
         if backend == "postgresql":
-            server: PgServer = self._request.getfixturevalue("pg_server")
             name = f"presa_test_{os.getpid()}" + ("" if number == 1 else f"_{number}")
-            url = server.create_database(name)
-            self._created.append((server, name))
-            return url
+            return self._pg().create_database(name)
         raise ValueError(f"unknown backend {backend!r}")
 
     def drop(self, url: str) -> None:
-        for server, name in list(self._created):
-            if url.endswith(f"/{name}"):
-                server.drop_database(name)
-                self._created.remove((server, name))
+        if url.startswith("postgresql"):
+            self._pg().drop_database(url.rsplit("/", 1)[1])
 
-    def drop_all(self) -> None:
-        for server, name in reversed(self._created):
-            server.drop_database(name)
-        self._created.clear()
+    def _pg(self) -> PgServer:
+        server: PgServer = self._request.getfixturevalue("pg_server")
+        return server
 
 
 @pytest.fixture(scope="session")
 def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
-    made = Databases(request, tmp_path_factory.mktemp("databases"))
-    try:
-        yield made
-    finally:
-        made.drop_all()
+    yield Databases(request, tmp_path_factory.mktemp("databases"))
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -46,6 +46,7 @@ class PgServer:
     maintenance_db: str
     origin: str
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    created: list[str] = field(default_factory=list)
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
@@ -60,11 +61,22 @@ class PgServer:
         self.drop_database(name)
         with self._admin() as admin:
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
+        self.created.append(name)
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
         with self._admin() as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if name in self.created:
+            self.created.remove(name)
+
+    def close(self) -> None:
+        """Drop the databases made here, then stop the server if it is a throw-away one."""
+        try:
+            for name in reversed(list(self.created)):
+                self.drop_database(name)
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         if self._stop is not None:

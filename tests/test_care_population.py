@@ -183,7 +183,7 @@ def test_a_directory_that_is_not_a_run_is_refused(db: Session, tmp_path: Path) -
 # --- a whole synthetic population, through the real generator and engine ------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("synthetic")
     generate(SynthConfig(residents=3000, seed=11), root / "flows")
