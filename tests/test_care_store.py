@@ -20,15 +20,16 @@ from presa.care.store.bulk import bulk_insert, table_of
 from presa.care.store.models import (
     Ats,
     AuditEvent,
-    Base,
     Episode,
     Patient,
     PatientStratum,
     StratificationRun,
 )
+from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-CARE_TABLES = set(Base.metadata.tables)
+HEAD = "0002"
+STORE_TABLES = set(metadata.tables)
 
 
 def add_run(db: Session, digest: str = "d1") -> StratificationRun:
@@ -76,12 +77,12 @@ def test_migrations_upgrade_to_the_models_and_downgrade_to_nothing(empty_databas
     try:
         assert current_revision(engine) is None
         upgrade(engine)
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == HEAD
         with engine.connect() as connection:
-            assert set(inspect(connection).get_table_names()) == CARE_TABLES | {"alembic_version"}
+            assert set(inspect(connection).get_table_names()) == STORE_TABLES | {"alembic_version"}
             # The migrated schema is exactly what the models declare: no column, index or constraint differs.
             context = MigrationContext.configure(connection, opts={"compare_type": True})
-            assert compare_metadata(context, Base.metadata) == []
+            assert compare_metadata(context, metadata) == []
             codes = connection.execute(text("SELECT code FROM ats ORDER BY code")).scalars().all()
             assert codes == ["321", "322", "323", "324", "325", "326", "327", "328"]
 
@@ -96,7 +97,25 @@ def test_migrations_upgrade_to_the_models_and_downgrade_to_nothing(empty_databas
                 assert functions == 0
 
         upgrade(engine)  # the downgrade left nothing behind that a new upgrade trips over
+        assert current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
+
+
+def test_each_revision_upgrades_and_downgrades_on_its_own(empty_database: str) -> None:
+    engine = make_engine(empty_database)
+    try:
+        upgrade(engine, "0001")
+        with engine.connect() as connection:
+            assert "accounts" not in inspect(connection).get_table_names()
+        upgrade(engine)
+        with engine.connect() as connection:
+            assert {"accounts", "api_tokens"} <= set(inspect(connection).get_table_names())
+        downgrade(engine, "0001")
         assert current_revision(engine) == "0001"
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+        assert "accounts" not in tables and "api_tokens" not in tables and "patients" in tables
     finally:
         engine.dispose()
 
@@ -106,7 +125,10 @@ def test_migrations_ship_as_package_data() -> None:
 
     root = Path(presa.care.migrations.__file__).parent
     assert (root / "env.py").is_file() and (root / "script.py.mako").is_file()
-    assert [p.name for p in sorted((root / "versions").glob("r*.py"))] == ["r0001_initial_care_store.py"]
+    assert [p.name for p in sorted((root / "versions").glob("r*.py"))] == [
+        "r0001_initial_care_store.py",
+        "r0002_accounts_and_api_tokens.py",
+    ]
 
 
 # --- audit trail ---------------------------------------------------------------------------------------------

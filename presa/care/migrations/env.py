@@ -11,9 +11,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from presa.care.store.database import make_engine
-from presa.care.store.models import Base
+from presa.care.store.schema import metadata
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_on(connection: Connection) -> None:
