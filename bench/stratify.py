@@ -87,7 +87,8 @@ def records_in(store: Path) -> int:
 
 def run_floor(store: Path) -> Measurement:
     return measure(
-        "import duckdb, json, time; con = duckdb.connect(); t = time.perf_counter(); "
+        "import duckdb, json, time; con = duckdb.connect(); con.execute('SET enable_progress_bar = false'); "
+        "t = time.perf_counter(); "
         f"con.execute({floor_sql(store)!r}).fetchall(); "
         "print(json.dumps({'elapsed': time.perf_counter() - t}))"
     )

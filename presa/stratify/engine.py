@@ -86,6 +86,7 @@ def connect(
     if temp_dir is not None:
         con.execute("SET temp_directory = ?", [str(temp_dir)])
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

@@ -58,6 +58,9 @@ def run_stratification(
         raise FileNotFoundError(f"flows directory {flows_dir} does not exist")
     if run_dir.exists() and not replace:
         raise FileExistsError(f"{run_dir} already exists (use --replace to overwrite it)")
+    if flows_dir.resolve().is_relative_to(run_dir.resolve()):
+        # Replacing the run would delete the very flows it is made from.
+        raise FileExistsError(f"{flows_dir} lies inside {run_dir}: write the new run to another directory")
     work = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
