@@ -24,17 +24,22 @@ from presa.care.pact import (
 from presa.care.service import (
     CareError,
     can_process,
+    choose_gestore,
     draft_pact,
     history,
+    invite,
+    load_run,
+    open_episode,
     require_processing,
     revoke_pact,
     sign_pact,
     transition,
 )
+from presa.care.service.episodes import assign_clinical_manager
 from presa.care.service.pacts import ProcessingRefusedError, pacts_of
 from presa.care.store.audit import trail
-from presa.care.store.models import CarePact
-from tests.carebuilder import AT, TODAY, CareRuns, enrolled
+from presa.care.store.models import CarePact, Episode
+from tests.carebuilder import AT, TODAY, CareRuns, clinical_manager, enrolled, gestore
 
 C = ConsentScope
 SIGNED_AT = datetime(2026, 2, 1, 10, 0, tzinfo=UTC)
@@ -192,3 +197,24 @@ def test_the_pact_table_refuses_a_revocation_without_its_record(db: Session, run
         care.pact.status = PactStatus.REVOKED  # no revoked_at, revoked_by, reason
         db.flush()
     assert db.scalar(select(CarePact.status).where(CarePact.id == care.pact.id)) is PactStatus.SIGNED
+
+
+def test_a_pact_names_a_clinical_manager_of_the_chosen_gestore(db: Session, runs: CareRuns) -> None:
+    load_run(db, runs.write({"R7": ["copd"]}), author="loader", at=AT, today=TODAY)
+    coop, other = gestore(db, "COOP1"), gestore(db, "COOP2")
+    manager, outsider = clinical_manager(db, coop, "GP1"), clinical_manager(db, other, "GP2")
+    invite(db, "321", author="op", at=AT, today=TODAY)
+    [episode] = [e for e in db.scalars(select(Episode)) if e.state is EpisodeState.INVITED]
+    with pytest.raises(CareError, match="is 'invited': a clinical manager is named once a gestore is chosen"):
+        assign_clinical_manager(db, episode.id, manager.id, author="op", on=TODAY)
+    choose_gestore(db, episode.id, coop.id, author="op", at=AT, today=TODAY)
+    with pytest.raises(CareError, match="has no clinical manager: name one to draft the pact"):
+        draft_pact(db, episode.id, scopes=["care"], author="op", at=AT)
+    with pytest.raises(CareError, match=f"practitioner {outsider.id} is not a clinical manager of gestore COOP1"):
+        assign_clinical_manager(db, episode.id, outsider.id, author="op", on=TODAY)
+    assign_clinical_manager(db, episode.id, manager.id, author="op", on=TODAY)
+    pact = draft_pact(db, episode.id, scopes=["care"], author="op", at=AT)
+    assert (pact.clinical_manager_id, pact.gestore_id, pact.version) == (manager.id, coop.id, 1)
+    assert open_episode(db, episode.patient_id) is episode
+    audited = [a.detail for a in trail(db, patient_id=episode.patient_id) if a.action == "assign_clinical_manager"]
+    assert audited == [{"from": None, "to": manager.id}]

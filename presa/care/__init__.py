@@ -1,7 +1,8 @@
-"""The individual care plan (PAI): PDTA templates, their merge, the calendar and its iCalendar export.
+"""Taking chronic patients in charge: the individual care plan (PAI) and the enrolment around it.
 
-Everything here is pure: a plan is built from its inputs and previewed; saving it is a separate step
-elsewhere.
+The modules below, and ``enrolment`` (the episode state machine) and ``pact`` (the care-pact rules), are pure: a
+plan is built from its inputs and previewed; saving it is a separate step. The edge is ``store`` (the database:
+models, migrations, bulk loads, audit trail) and ``service`` (the operations on it, one transaction each).
 
 - ``pdta``: :func:`load_templates` reads and validates the templates (``presa/care/pdta/*.yaml``)
 - ``plan``: :func:`merge_pathways` merges a patient's templates; :func:`add_activity`, :func:`drop_activity`
