@@ -25,6 +25,7 @@ FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
 DATE_TYPES = {"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S"}
 OUTPUT_TYPES = {"id": "VARCHAR", "code": "VARCHAR", "enum": "VARCHAR", "date": "DATE", "integer": "BIGINT"}
 ID_PATTERN = "^[A-Za-z0-9_-]{1,32}$"
+MALFORMED_ID = "malformed id (1-32 of A-Z a-z 0-9 _ -)"
 ISO_DATE_TEXT = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 INTEGER_TEXT = "^[+-]?[0-9]+$"
 DECIMAL_TEXT = "^[+-]?[0-9]+([.,][0-9]+)?$"
@@ -111,7 +112,9 @@ def fault_expression(column: ColumnSpec, min_date: date, max_date: date) -> str:
     if column.required:
         branches.append((f"{c} IS NULL", "missing required value"))
     if column.type == "id":
-        branches.append((f"NOT regexp_full_match({c}, '{ID_PATTERN}')", "malformed id (1-32 of A-Z a-z 0-9 _ -)"))
+        # A reference is checked only when no resident matches it (_resident_faults): a known id is well formed.
+        if not column.references:
+            branches.append((f"NOT regexp_full_match({c}, '{ID_PATTERN}')", MALFORMED_ID))
     elif column.type == "date":
         branches += [
             (f"{t} IS NULL", "not a valid date (YYYY-MM-DD or DD/MM/YYYY)"),
@@ -207,7 +210,11 @@ def _check_faults(table: TableSpec) -> list[tuple[str, str, str]]:
 def _resident_faults(table: TableSpec) -> list[tuple[str, str, str]]:
     if not any(c.references == "residents" for c in table.columns):
         return []
-    faults = [("r.resident_key IS NULL", "resident_id", "unknown resident (not among the accepted residents)")]
+    malformed = f"r.resident_key IS NULL AND NOT regexp_full_match(v.clean_resident_id, '{ID_PATTERN}')"
+    faults = [
+        (malformed, "resident_id", MALFORMED_ID),
+        ("r.resident_key IS NULL", "resident_id", "unknown resident (not among the accepted residents)"),
+    ]
     if table.date_column:
         day = ident(table.date_column)
         faults += [
