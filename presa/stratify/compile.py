@@ -246,8 +246,11 @@ def condition_case(catalog: Catalog) -> str:
     leaf_ids = leaf_ids_by_rule(catalog)
     case = exp.Case(this=exp.column("pathology_no"))
     for number, pathology in enumerate(catalog.pathologies, start=1):
-        case = case.when(exp.Literal.number(number), pathology_condition(pathology.criteria, bits, leaf_ids))
-    return case.else_(exp.false()).sql(dialect="duckdb")
+        # copy=False: sqlglot would otherwise copy the growing CASE at every branch (quadratic in the catalog).
+        case = case.when(
+            exp.Literal.number(number), pathology_condition(pathology.criteria, bits, leaf_ids), copy=False
+        )
+    return case.else_(exp.false(), copy=False).sql(dialect="duckdb")
 
 
 # ----------------------------------------------------------------------------------------------- pass 4: stages
