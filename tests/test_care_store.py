@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0002"
+HEAD = "0003"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -128,6 +128,7 @@ def test_migrations_ship_as_package_data() -> None:
     assert [p.name for p in sorted((root / "versions").glob("r*.py"))] == [
         "r0001_initial_care_store.py",
         "r0002_accounts_and_api_tokens.py",
+        "r0003_followup.py",
     ]
 
 
