@@ -19,6 +19,7 @@ from presa.care.enrolment import EpisodeState, check_transition
 from presa.care.service.common import CareError, now, today_in_italy
 from presa.care.service.episodes import record_transitions
 from presa.care.service.organisations import gestori_serving
+from presa.care.store.audit import origin
 from presa.care.store.bulk import bulk_insert, table_of
 from presa.care.store.models import AuditEvent, Episode, Gestore, Invitation, InvitationBatch, Patient
 
@@ -87,6 +88,7 @@ def invite(
         ("batch_id", "episode_id", "patient_id"),
         ((batch.id, episode_id, patient_id) for episode_id, patient_id in chosen),
     )
+    where = origin(session)
     in_batch = exists().where(Invitation.episode_id == Episode.id, Invitation.batch_id == batch.id)
     reason = REASON.format(batch=batch.id)
     record_transitions(session, in_batch, EpisodeState.INVITED, reason=reason, author=author, at=at, effective_on=day)
@@ -94,8 +96,8 @@ def invite(
     bulk_insert(
         connection,
         table_of(AuditEvent),
-        ("at", "actor", "action", "entity", "entity_id", "patient_id"),
-        ((at, author, "invite", "invitation_batch", str(batch.id), patient_id) for _, patient_id in chosen),
+        ("at", "actor", "action", "entity", "entity_id", "patient_id", "remote_addr"),
+        ((at, author, "invite", "invitation_batch", str(batch.id), patient_id, where) for _, patient_id in chosen),
     )
     session.expire_all()  # the bulk statements changed episodes the session may hold
     return InvitedBatch(batch, tuple(patient_id for _, patient_id in chosen), gestori)

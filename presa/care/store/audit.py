@@ -3,6 +3,9 @@
 :func:`record` is the one way to write it. The database refuses UPDATE and DELETE on ``audit_events`` (triggers
 made by the first migration, on SQLite and PostgreSQL alike); the ORM refuses them earlier, at flush, with a
 clearer message.
+
+The caller's address ("from where") can be given per row, or once per session with :func:`set_origin`: the API
+sets it for the session of each request, so the rows that services write carry the client's address too.
 """
 
 from __future__ import annotations
@@ -17,9 +20,21 @@ from sqlalchemy.orm import Mapper, Session
 
 from presa.care.store.models import AuditEvent
 
+ORIGIN_KEY = "presa.audit.remote_addr"
+
 
 class AuditTrailError(RuntimeError):
     """An attempt to change or remove an audit row."""
+
+
+def set_origin(session: Session, remote_addr: str | None) -> None:
+    """Where the session's requests come from (a client IP): the default ``remote_addr`` of its audit rows."""
+    session.info[ORIGIN_KEY] = remote_addr
+
+
+def origin(session: Session) -> str | None:
+    value = session.info.get(ORIGIN_KEY)
+    return value if isinstance(value, str) else None
 
 
 def record(
@@ -44,7 +59,7 @@ def record(
         entity=entity,
         entity_id=None if entity_id is None else str(entity_id),
         patient_id=patient_id,
-        remote_addr=remote_addr,
+        remote_addr=remote_addr if remote_addr is not None else origin(session),
         detail=detail,
     )
     session.add(row)

@@ -1,0 +1,201 @@
+"""Who may do what, and which patients each account may see: the one place that decides, denying by default.
+
+Two questions, answered in this order for every request:
+
+1. **May this role ever call this endpoint?** :data:`POLICY` maps each :class:`Permission` to the roles that hold
+   it; a role without it gets 403, before anything is looked up (so a 403 says nothing about any patient).
+2. **Is this patient within the account's scope?** :func:`scope_condition` is the SQL condition every patient
+   query carries (:func:`patients_query`, :func:`visible_patient`); a patient outside it answers 404, exactly as a
+   patient that does not exist. Pacts, plans and batches are reached through their patient (or ATS) the same way.
+
+Scopes, on the patient and the latest of their enrolment episodes (open, or the last one closed):
+
+- ``patient``: themself;
+- ``gestore_admin``, ``operator``, ``case_manager``: the patients whose latest episode is with their gestore;
+- ``clinician`` (a GP or specialist): of those, the ones they are clinical manager of or GP (``gp_id``) of;
+- ``ats_analyst``: the patients of their ATS, **pseudonymised**: they address and see patients by a keyed
+  pseudonym (``presa.care.pseudonyms``), never by internal id, resident id, birth date, or the names and free text
+  of the history (see ``presa.web.api.patients``).
+
+Invited patients belong to no gestore yet: a gestore takes one in charge with the letter's invitation code and the
+patient's birth date (``POST /api/enrolments``), or the patient chooses their gestore themself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from presa.auth.models import Role
+from presa.care.pseudonyms import PSEUDONYM, pseudonym
+from presa.care.store.models import Episode, Patient
+from presa.web.errors import ApiError, not_found
+
+R = Role
+STAFF = frozenset({R.GESTORE_ADMIN, R.CLINICIAN, R.CASE_MANAGER, R.OPERATOR})
+
+
+class Permission(StrEnum):
+    READ_PATIENTS = "read patients"
+    TRANSITION = "move enrolment episodes"
+    CHOOSE_GESTORE = "choose their own gestore"
+    TAKE_IN_CHARGE = "take invited patients in charge"
+    ASSIGN_CLINICAL_MANAGER = "name clinical managers"
+    INVITE = "prepare and print invitation letters"
+    READ_OWN_LETTER = "read a patient's invitation letter"
+    DRAFT_PACTS = "draft care pacts"
+    SIGN_PACTS = "sign care pacts"
+    REVOKE_PACTS = "revoke care pacts"
+    READ_PACTS = "read care pacts"
+    WRITE_PLANS = "write care plans"
+    READ_PLANS = "read care plans"
+    READ_ORGANISATIONS = "read gestori, providers and practitioners"
+    REGISTER_GESTORI = "register gestori"
+    REGISTER_PROVIDERS = "register providers"
+    MANAGE_GESTORE = "manage a gestore's network and staff"
+    OPT_OUT = "opt out of the presa in carico"
+    READ_AUDIT = "query the audit trail"
+
+
+POLICY: Mapping[Permission, frozenset[Role]] = {
+    Permission.READ_PATIENTS: frozenset(R),
+    Permission.TRANSITION: STAFF,
+    Permission.CHOOSE_GESTORE: frozenset({R.PATIENT}),
+    Permission.TAKE_IN_CHARGE: frozenset({R.GESTORE_ADMIN, R.OPERATOR}),
+    Permission.ASSIGN_CLINICAL_MANAGER: frozenset({R.GESTORE_ADMIN}),
+    Permission.INVITE: frozenset({R.ATS_ANALYST}),
+    Permission.READ_OWN_LETTER: frozenset({R.PATIENT, R.ATS_ANALYST}),
+    Permission.DRAFT_PACTS: STAFF,
+    Permission.SIGN_PACTS: STAFF | {R.PATIENT},
+    Permission.REVOKE_PACTS: STAFF | {R.PATIENT},
+    Permission.READ_PACTS: STAFF | {R.PATIENT},
+    Permission.WRITE_PLANS: frozenset({R.CLINICIAN}),
+    Permission.READ_PLANS: STAFF | {R.PATIENT},
+    Permission.READ_ORGANISATIONS: frozenset(R),
+    Permission.REGISTER_GESTORI: frozenset({R.ATS_ANALYST}),
+    Permission.REGISTER_PROVIDERS: frozenset({R.ATS_ANALYST, R.GESTORE_ADMIN}),
+    Permission.MANAGE_GESTORE: frozenset({R.GESTORE_ADMIN}),
+    Permission.OPT_OUT: frozenset({R.CLINICIAN}),
+    Permission.READ_AUDIT: frozenset({R.ATS_ANALYST}),
+}
+"""Which roles hold each permission; a permission missing here is held by nobody."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The signed-in account, as the request sees it."""
+
+    account_id: int
+    username: str
+    role: Role
+    ats_code: str | None
+    gestore_id: int | None
+    practitioner_id: int | None
+    practitioner_code: str | None
+    patient_id: int | None
+    token_id: int
+    remote_addr: str | None
+
+    @property
+    def pseudonymised(self) -> bool:
+        return self.role is Role.ATS_ANALYST
+
+    @property
+    def staff(self) -> bool:
+        return self.role in STAFF
+
+
+def check(actor: Actor, permission: Permission) -> None:
+    """403 unless the actor's role holds the permission."""
+    if actor.role not in POLICY.get(permission, frozenset()):
+        raise ApiError(403, f"the {actor.role} role may not {permission}")
+
+
+def latest_episode() -> Any:
+    """The id of each patient's latest episode, as a subquery correlated with :class:`Patient`."""
+    other = aliased(Episode)
+    return select(func.max(other.id)).where(other.patient_id == Patient.id).correlate(Patient).scalar_subquery()
+
+
+def scope_condition(actor: Actor) -> ColumnElement[bool]:
+    """The condition on (:class:`Patient`, its latest :class:`Episode`) that holds for the actor's patients."""
+    role = actor.role
+    if role is R.PATIENT and actor.patient_id is not None:
+        return Patient.id == actor.patient_id
+    if role is R.ATS_ANALYST and actor.ats_code is not None:
+        return Patient.ats_code == actor.ats_code
+    if role in (R.GESTORE_ADMIN, R.OPERATOR, R.CASE_MANAGER) and actor.gestore_id is not None:
+        return Episode.gestore_id == actor.gestore_id
+    if role is R.CLINICIAN and actor.gestore_id is not None and actor.practitioner_id is not None:
+        own = Episode.clinical_manager_id == actor.practitioner_id
+        if actor.practitioner_code is not None:
+            own = or_(own, Patient.gp_id == actor.practitioner_code)
+        return and_(Episode.gestore_id == actor.gestore_id, own)
+    return false()
+
+
+def patients_query(actor: Actor) -> Select[Patient, Episode]:
+    """Patients within the actor's scope, each with their latest episode (None when they have none)."""
+    return select(Patient, Episode).outerjoin(Episode, Episode.id == latest_episode()).where(scope_condition(actor))
+
+
+class Pseudonyms:
+    """Pseudonym → patient id, for the analysts' lookups: filled as pseudonyms are shown, else by a scan of the
+    ATS (an HMAC cannot be inverted)."""
+
+    LIMIT = 200_000
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._known: dict[str, int] = {}
+
+    def of(self, patient: Patient) -> str:
+        value = pseudonym(self.key, patient.resident_id)
+        if len(self._known) < self.LIMIT:
+            self._known[value] = patient.id
+        return value
+
+    def resolve(self, session: Session, ats_code: str, value: str) -> int | None:
+        if not PSEUDONYM.fullmatch(value):
+            return None
+        if value in self._known:
+            return self._known[value]
+        rows = session.execute(select(Patient.id, Patient.resident_id).where(Patient.ats_code == ats_code))
+        for patient_id, resident_id in rows.tuples():
+            if pseudonym(self.key, resident_id) == value:
+                if len(self._known) < self.LIMIT:
+                    self._known[value] = patient_id
+                return patient_id
+        return None
+
+
+def visible_patient(session: Session, actor: Actor, ref: str, pseudonyms: Pseudonyms) -> tuple[Patient, Episode | None]:
+    """The patient ``ref`` names (an id; a pseudonym for analysts) if within the actor's scope, else 404."""
+    patient_id = _patient_id(session, actor, ref, pseudonyms)
+    if patient_id is None:
+        raise not_found(f"patient {ref[:40]}")
+    return visible_patient_id(session, actor, patient_id, shown=ref[:40])
+
+
+def visible_patient_id(
+    session: Session, actor: Actor, patient_id: int, *, shown: str | None = None
+) -> tuple[Patient, Episode | None]:
+    row = session.execute(patients_query(actor).where(Patient.id == patient_id)).first()
+    if row is None:
+        raise not_found(f"patient {shown or patient_id}")
+    patient, episode = row
+    return patient, episode
+
+
+def _patient_id(session: Session, actor: Actor, ref: str, pseudonyms: Pseudonyms) -> int | None:
+    if actor.pseudonymised:
+        return pseudonyms.resolve(session, actor.ats_code or "", ref)
+    if not ref.isascii() or not ref.isdigit() or len(ref) > 10:
+        return None
+    value = int(ref)
+    return value if 1 <= value < 2**31 else None

@@ -1,0 +1,59 @@
+"""The FastAPI app: the REST API under ``/api``, its OpenAPI document at ``/api/openapi.json`` (interactive at
+``/api/docs``).
+
+``create_app`` connects to the care store (``PRESA_DATABASE_URL`` by default, see ``presa.care.store``) and reads
+the secret key of pseudonyms and invitation codes (``presa.care.pseudonyms``). It does not migrate the store:
+``presa serve`` does that before it starts the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from presa.care.pseudonyms import check_key, secret_key
+from presa.care.store import make_engine, session_factory
+from presa.web import errors
+from presa.web.access import Pseudonyms
+from presa.web.api import router
+from presa.web.deps import AppState
+
+DESCRIPTION = """presa's API: enrolment (presa in carico) of chronic patients, care pacts and individual care plans.
+
+Sign in with `POST /api/auth/token` and send `Authorization: Bearer <token>`. Every response outside 2xx is
+`{"detail": "...", "errors": [{"field": ..., "reason": ...}]}`. See docs/API.md for roles and scopes."""
+
+
+def create_app(database_url: str | None = None, *, key: bytes | None = None) -> FastAPI:
+    """The app on the care store at ``database_url`` (default: ``PRESA_DATABASE_URL`` or the SQLite file)."""
+    engine = make_engine(database_url, pool_pre_ping=True)
+    state = AppState(
+        engine=engine,
+        sessions=session_factory(engine),
+        key=check_key(key, "key") if key is not None else secret_key(),
+        pseudonyms=Pseudonyms(b""),
+    )
+    state.pseudonyms = Pseudonyms(state.key)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="presa",
+        version="0.1.0",
+        description=DESCRIPTION,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.presa = state
+    errors.install(app)
+    app.include_router(router, prefix="/api")
+    return app

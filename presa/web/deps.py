@@ -1,0 +1,151 @@
+"""What every endpoint depends on: one transaction per request, the bearer token's account, the client's address.
+
+:func:`get_session` opens the request's session and transaction; it commits when the endpoint returns and rolls
+back when it raises, *before* the response is sent (``scope="function"``), so a 2xx always means committed. The
+client's address is set on the session, so every audit row the request writes - its own and the services' -
+says where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from presa.auth.models import Account, ApiToken
+from presa.auth.service import AuthError, authenticate_token, token_digest
+from presa.care.store.audit import origin, record, set_origin
+from presa.care.store.bulk import bulk_insert, table_of
+from presa.care.store.models import AuditEvent, Episode, Patient, Practitioner
+from presa.web.access import Actor, Permission, Pseudonyms, check, visible_patient, visible_patient_id
+from presa.web.errors import ApiError
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+@dataclass
+class AppState:
+    engine: Engine
+    sessions: sessionmaker[Session]
+    key: bytes
+    pseudonyms: Pseudonyms
+
+
+def state_of(request: Request) -> AppState:
+    state: AppState = request.app.state.presa
+    return state
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host[:64] if request.client else None
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with state_of(request).sessions() as session:
+        set_origin(session, client_address(request))
+        with session.begin():
+            yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def unauthenticated(message: str = "sign in first: send 'Authorization: Bearer <token>'") -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_actor(request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2)]) -> Actor:
+    if not token:
+        raise unauthenticated()
+    try:
+        account = authenticate_token(session, token)
+    except AuthError as exc:
+        raise unauthenticated(str(exc)) from None
+    stored = session.scalars(select(ApiToken).where(ApiToken.token_hash == token_digest(token))).one()
+    return actor_of(session, account, stored.id, client_address(request))
+
+
+def actor_of(session: Session, account: Account, token_id: int, remote_addr: str | None) -> Actor:
+    code = None
+    if account.practitioner_id is not None:
+        practitioner = session.get(Practitioner, account.practitioner_id)
+        code = practitioner.code if practitioner else None
+    return Actor(
+        account_id=account.id,
+        username=account.username,
+        role=account.role,
+        ats_code=account.ats_code,
+        gestore_id=account.gestore_id,
+        practitioner_id=account.practitioner_id,
+        practitioner_code=code,
+        patient_id=account.patient_id,
+        token_id=token_id,
+        remote_addr=remote_addr,
+    )
+
+
+ActorDep = Annotated[Actor, Depends(current_actor)]
+
+
+@dataclass
+class Ctx:
+    """One request: its session, the signed-in actor and the app's state, with the audit and scope helpers."""
+
+    session: Session
+    actor: Actor
+    state: AppState
+
+    def audit(
+        self,
+        action: str,
+        entity: str,
+        entity_id: object | None = None,
+        *,
+        patient_id: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        record(
+            self.session,
+            actor=self.actor.username,
+            action=action,
+            entity=entity,
+            entity_id=entity_id,
+            patient_id=patient_id,
+            detail=detail,
+        )
+
+    def audit_patients(self, action: str, entity: str, patient_ids: Iterable[int]) -> None:
+        """One audit row per patient read (a list, a batch of letters), written in bulk."""
+        at, where = datetime.now(UTC), origin(self.session)
+        bulk_insert(
+            self.session.connection(),
+            table_of(AuditEvent),
+            ("at", "actor", "action", "entity", "patient_id", "remote_addr"),
+            ((at, self.actor.username, action, entity, pid, where) for pid in patient_ids),
+        )
+
+    def patient(self, ref: str) -> tuple[Patient, Episode | None]:
+        return visible_patient(self.session, self.actor, ref, self.state.pseudonyms)
+
+    def patient_by_id(self, patient_id: int, what: str) -> tuple[Patient, Episode | None]:
+        """The patient behind a pact, plan or batch: 404 naming ``what`` when out of scope."""
+        return visible_patient_id(self.session, self.actor, patient_id, shown=what)
+
+    def pseudonym(self, patient: Patient) -> str:
+        return self.state.pseudonyms.of(patient)
+
+
+def requires(permission: Permission) -> Any:
+    """A dependency giving the request's :class:`Ctx` once the actor's role holds ``permission`` (else 403)."""
+
+    def dependency(request: Request, session: SessionDep, actor: ActorDep) -> Ctx:
+        check(actor, permission)
+        return Ctx(session, actor, state_of(request))
+
+    return Depends(dependency)
