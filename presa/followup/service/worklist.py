@@ -1,0 +1,603 @@
+"""Work lists: items refreshed from the plans, bookings and enrolments; listed with filters and keyset pages.
+
+:func:`refresh_worklist` is the daily job. From the active PAIs of the patients that may be processed it wants one
+item per activity that is overdue, not yet booked (bookable and due within the booking horizon) or due soon; from
+the episodes, one per invitation unanswered too long, per plan ending soon without a successor, per pact due for
+its yearly renewal. It creates what is missing, closes (as ``system``) the items it made that are no longer
+wanted, reopens its own closures when they are wanted again - never a person's closure - and brings every open
+item's priority up to date. Items for a patient whose pact was revoked are closed; :func:`list_items` hides them
+even before the next refresh.
+
+Post-discharge follow-ups, PAI reviews and call-backs are made by their own services (``transitions``,
+``contacts``) through :func:`add_item`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import QueryableAttribute, Session, aliased
+
+from presa.care.enrolment import EpisodeState
+from presa.care.pact import PactStatus
+from presa.care.service.common import CareError, get, now, require_text
+from presa.care.service.organisations import active_role
+from presa.care.store.audit import record
+from presa.care.store.models import (
+    CarePact,
+    CarePlanRecord,
+    Episode,
+    Patient,
+    PlanActivityRecord,
+    PlanStatus,
+    PlanVersion,
+    RoleKind,
+)
+from presa.followup.config import FollowupConfig, default_config
+from presa.followup.rules import italian_day, next_action, priority_band, priority_score
+from presa.followup.service.scope import processable
+from presa.followup.store import (
+    ActivityOutcome,
+    Booking,
+    BookingStatus,
+    ItemKind,
+    ItemStatus,
+    Outcome,
+    Priority,
+    Slot,
+    WorkItem,
+)
+
+SYSTEM = "system"
+REFRESH = "refresh"
+ACTIVITY_KINDS = frozenset({ItemKind.OVERDUE, ItemKind.NOT_BOOKED, ItemKind.DUE_SOON})
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+TITLES: dict[ItemKind, str] = {
+    ItemKind.DUE_SOON: "{what} due on {day}",
+    ItemKind.OVERDUE: "{what} overdue since {day}",
+    ItemKind.NOT_BOOKED: "{what} due on {day} is not booked",
+    ItemKind.INVITED_NO_ANSWER: "invited on {day}, no gestore chosen yet",
+    ItemKind.PLAN_RENEWAL: "PAI ends on {day}: renew it",
+    ItemKind.PACT_RENEWAL: "care pact due for renewal on {day}",
+}
+
+
+# --- creating and changing items -----------------------------------------------------------------------------
+
+
+def add_item(
+    session: Session,
+    *,
+    key: str,
+    kind: ItemKind,
+    patient: Patient,
+    title: str,
+    due_on: date,
+    author: str,
+    origin: str,
+    at: datetime,
+    gestore_id: int | None = None,
+    owner_id: int | None = None,
+    due_at: datetime | None = None,
+    plan_id: int | None = None,
+    activity_id: str | None = None,
+    activity_kind: str | None = None,
+    config: FollowupConfig | None = None,
+) -> WorkItem:
+    """A new open item, or the existing one with the same key (an item is about one thing, once)."""
+    existing = session.scalars(select(WorkItem).where(WorkItem.key == key)).first()
+    if existing is not None:
+        return existing
+    cap = (config or default_config()).worklist.overdue_cap_days
+    score = priority_score(kind, patient.level, due_on, italian_day(at), cap_days=cap)
+    item = WorkItem(
+        key=key,
+        kind=kind,
+        status=ItemStatus.OPEN,
+        patient_id=patient.id,
+        gestore_id=gestore_id,
+        ats_code=patient.ats_code,
+        owner_id=owner_id,
+        plan_id=plan_id,
+        activity_id=activity_id,
+        activity_kind=activity_kind,
+        due_on=due_on,
+        due_at=due_at,
+        priority_score=score,
+        priority=priority_band(score),
+        title=title,
+        origin=origin,
+        created_at=at,
+        created_by=author,
+        updated_at=at,
+    )
+    session.add(item)
+    session.flush()
+    record(
+        session,
+        actor=author,
+        action="open",
+        entity="work_item",
+        entity_id=item.id,
+        patient_id=patient.id,
+        detail={"kind": kind.value, "due_on": due_on.isoformat()},
+        at=at,
+    )
+    return item
+
+
+def assign(session: Session, item_id: int, owner_id: int, *, author: str, at: datetime | None = None) -> WorkItem:
+    """Give the item to a practitioner who holds a role within the item's gestore today."""
+    at = at or now()
+    item = _live(session, item_id)
+    if item.gestore_id is None:
+        raise CareError(f"work item {item.id} belongs to no gestore yet: it is the ATS's to handle")
+    day = italian_day(at)
+    roles = [r for r in RoleKind if active_role(session, owner_id, item.gestore_id, r, day) is not None]
+    if not roles:
+        raise CareError(f"practitioner {owner_id} holds no role within gestore {item.gestore_id} on {day.isoformat()}")
+    previous, item.owner_id, item.updated_at = item.owner_id, owner_id, at
+    session.flush()
+    _audit(session, item, author, "assign", {"from": previous, "to": owner_id}, at)
+    return item
+
+
+def snooze(
+    session: Session, item_id: int, *, until: datetime, reason: str, author: str, at: datetime | None = None
+) -> WorkItem:
+    """Put the item aside until ``until``, with a reason; it comes back by itself then."""
+    at = at or now()
+    item = _live(session, item_id)
+    if until <= at:
+        raise CareError(f"snooze until {until.isoformat()}: that is not in the future")
+    item.status, item.snoozed_until = ItemStatus.SNOOZED, until
+    item.snooze_reason, item.updated_at = require_text(reason, "the reason for snoozing"), at
+    session.flush()
+    _audit(session, item, author, "snooze", {"until": until.isoformat(), "reason": item.snooze_reason}, at)
+    return item
+
+
+def close(session: Session, item_id: int, *, outcome: str, author: str, at: datetime | None = None) -> WorkItem:
+    """Close the item with its outcome; a person's closure is final (a refresh never reopens it)."""
+    at = at or now()
+    item = _live(session, item_id)
+    _close(item, require_text(outcome, "the outcome"), author, at)
+    session.flush()
+    _audit(session, item, author, "close", {"outcome": item.outcome}, at)
+    return item
+
+
+def _live(session: Session, item_id: int) -> WorkItem:
+    item = get(session, WorkItem, item_id, "work item")
+    if item.status is ItemStatus.CLOSED:
+        raise CareError(f"work item {item.id} is closed ({item.outcome})")
+    return item
+
+
+def _close(item: WorkItem, outcome: str, author: str, at: datetime) -> None:
+    item.status, item.closed_at, item.closed_by, item.outcome, item.updated_at = (
+        ItemStatus.CLOSED,
+        at,
+        author,
+        outcome,
+        at,
+    )
+    item.snoozed_until = item.snooze_reason = None
+
+
+def _audit(session: Session, item: WorkItem, author: str, action: str, detail: dict[str, object], at: datetime) -> None:
+    record(
+        session,
+        actor=author,
+        action=action,
+        entity="work_item",
+        entity_id=item.id,
+        patient_id=item.patient_id,
+        detail=detail,
+        at=at,
+    )
+
+
+# --- the refresh ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    key: str
+    kind: ItemKind
+    patient_id: int
+    gestore_id: int | None
+    owner_id: int | None
+    due_on: date
+    title: str
+    plan_id: int | None = None
+    activity_id: str | None = None
+    activity_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshReport:
+    created: int
+    reopened: int
+    closed: int
+    rescored: int
+
+
+def refresh_worklist(
+    session: Session,
+    *,
+    today: date,
+    at: datetime | None = None,
+    gestore_id: int | None = None,
+    config: FollowupConfig | None = None,
+) -> RefreshReport:
+    """Bring the work-list items in line with the plans, bookings and enrolments as of ``today``."""
+    at = at or now()
+    settings = config or default_config()
+    wanted = {w.key: w for w in _wanted(session, today, gestore_id, settings)}
+    query = select(WorkItem).where(WorkItem.origin == REFRESH)
+    if gestore_id is not None:
+        query = query.where(WorkItem.gestore_id == gestore_id)
+    existing = {item.key: item for item in session.scalars(query.where(WorkItem.key.in_(wanted)))} if wanted else {}
+    created = reopened = closed = 0
+    patients = (
+        {
+            p.id: p
+            for p in session.scalars(select(Patient).where(Patient.id.in_({w.patient_id for w in wanted.values()})))
+        }
+        if wanted
+        else {}
+    )
+    for key, want in wanted.items():
+        item = existing.get(key)
+        if item is None:
+            add_item(
+                session,
+                key=key,
+                kind=want.kind,
+                patient=patients[want.patient_id],
+                title=want.title,
+                due_on=want.due_on,
+                author=SYSTEM,
+                origin=REFRESH,
+                at=at,
+                gestore_id=want.gestore_id,
+                owner_id=want.owner_id,
+                plan_id=want.plan_id,
+                activity_id=want.activity_id,
+                activity_kind=want.activity_kind,
+                config=settings,
+            )
+            created += 1
+        elif item.status is ItemStatus.CLOSED and item.closed_by == SYSTEM:
+            item.status, item.closed_at, item.closed_by, item.outcome, item.updated_at = (
+                ItemStatus.OPEN,
+                None,
+                None,
+                None,
+                at,
+            )
+            reopened += 1
+    live = select(WorkItem).where(WorkItem.status != ItemStatus.CLOSED)
+    if gestore_id is not None:
+        live = live.where(WorkItem.gestore_id == gestore_id)
+    allowed = set(session.scalars(select(Patient.id).where(processable(Patient.id))))
+    rescored = 0
+    for item, level in session.execute(
+        live.add_columns(Patient.level).join(Patient, Patient.id == WorkItem.patient_id)
+    ):
+        stopped = item.kind is not ItemKind.INVITED_NO_ANSWER and item.patient_id not in allowed
+        if (item.origin == REFRESH and item.key not in wanted) or stopped:
+            outcome = "processing stopped: no signed care pact in force" if stopped else "resolved"
+            _close(item, outcome, SYSTEM, at)
+            closed += 1
+            continue
+        score = priority_score(item.kind, level, item.due_on, today, cap_days=settings.worklist.overdue_cap_days)
+        if score != item.priority_score:
+            item.priority_score, item.priority, item.updated_at = score, priority_band(score), at
+            rescored += 1
+    session.flush()
+    return RefreshReport(created, reopened, closed, rescored)
+
+
+def _wanted(session: Session, today: date, gestore_id: int | None, settings: FollowupConfig) -> list[Wanted]:
+    return [
+        *_activity_items(session, today, gestore_id, settings),
+        *_invitation_items(session, today, gestore_id, settings),
+        *_renewal_items(session, today, gestore_id, settings),
+    ]
+
+
+def _activity_items(session: Session, today: date, gestore_id: int | None, settings: FollowupConfig) -> list[Wanted]:
+    w = settings.worklist
+    live = aliased(Booking)
+    query = (
+        select(
+            CarePlanRecord.id,
+            CarePlanRecord.patient_id,
+            Episode.gestore_id,
+            Episode.case_manager_id,
+            PlanActivityRecord.activity_id,
+            PlanActivityRecord.day,
+            PlanActivityRecord.code,
+            PlanActivityRecord.kind,
+            PlanActivityRecord.description_en,
+            Slot.day,
+        )
+        .join(
+            PlanVersion,
+            and_(PlanVersion.plan_id == CarePlanRecord.id, PlanVersion.version == CarePlanRecord.current_version),
+        )
+        .join(PlanActivityRecord, PlanActivityRecord.version_id == PlanVersion.id)
+        .join(Episode, Episode.id == CarePlanRecord.episode_id)
+        .outerjoin(
+            ActivityOutcome,
+            and_(
+                ActivityOutcome.plan_id == CarePlanRecord.id,
+                ActivityOutcome.activity_id == PlanActivityRecord.activity_id,
+            ),
+        )
+        .outerjoin(
+            live,
+            and_(
+                live.plan_id == CarePlanRecord.id,
+                live.activity_id == PlanActivityRecord.activity_id,
+                live.status == BookingStatus.BOOKED,
+            ),
+        )
+        .outerjoin(Slot, Slot.id == live.slot_id)
+        .where(
+            CarePlanRecord.status == PlanStatus.ACTIVE,
+            processable(CarePlanRecord.patient_id),
+            PlanActivityRecord.day >= today - timedelta(days=w.overdue_lookback_days),
+            PlanActivityRecord.day <= today + timedelta(days=w.booking_horizon_days),
+            or_(ActivityOutcome.id.is_(None), ActivityOutcome.outcome == Outcome.MISSED),
+        )
+    )
+    if gestore_id is not None:
+        query = query.where(Episode.gestore_id == gestore_id)
+    out = []
+    for plan_id, patient_id, gestore, manager, activity_id, day, code, kind, what, booked_day in session.execute(query):
+        effective = booked_day or day
+        if effective < today:
+            item_kind, key = ItemKind.OVERDUE, f"overdue:{plan_id}:{activity_id}:{effective.isoformat()}"
+        elif code and booked_day is None:
+            item_kind, key = ItemKind.NOT_BOOKED, f"not_booked:{plan_id}:{activity_id}"
+        elif effective <= today + timedelta(days=w.due_soon_days):
+            item_kind, key = ItemKind.DUE_SOON, f"due_soon:{plan_id}:{activity_id}"
+        else:
+            continue
+        title = TITLES[item_kind].format(what=what, day=effective.isoformat())
+        out.append(Wanted(key, item_kind, patient_id, gestore, manager, effective, title, plan_id, activity_id, kind))
+    return out
+
+
+def _invitation_items(session: Session, today: date, gestore_id: int | None, settings: FollowupConfig) -> list[Wanted]:
+    if gestore_id is not None:
+        return []  # an unanswered invitation has no gestore yet: it is on the ATS's list
+    cutoff = today - timedelta(days=settings.worklist.invited_no_answer_days)
+    query = select(Episode.id, Episode.patient_id, Episode.state_since).where(
+        Episode.state == EpisodeState.INVITED, Episode.closed_on.is_(None), Episode.state_since <= cutoff
+    )
+    return [
+        Wanted(
+            f"invited:{episode_id}",
+            ItemKind.INVITED_NO_ANSWER,
+            patient_id,
+            None,
+            None,
+            since + timedelta(days=settings.worklist.invited_no_answer_days),
+            TITLES[ItemKind.INVITED_NO_ANSWER].format(day=since.isoformat()),
+        )
+        for episode_id, patient_id, since in session.execute(query)
+    ]
+
+
+def _renewal_items(session: Session, today: date, gestore_id: int | None, settings: FollowupConfig) -> list[Wanted]:
+    lead = timedelta(days=settings.worklist.renewal_lead_days)
+    later = aliased(CarePlanRecord)
+    plans = (
+        select(
+            CarePlanRecord.id,
+            CarePlanRecord.patient_id,
+            Episode.gestore_id,
+            Episode.clinical_manager_id,
+            CarePlanRecord.end_on,
+        )
+        .join(Episode, Episode.id == CarePlanRecord.episode_id)
+        .where(
+            CarePlanRecord.status == PlanStatus.ACTIVE,
+            CarePlanRecord.end_on <= today + lead,
+            processable(CarePlanRecord.patient_id),
+            ~exists().where(
+                later.episode_id == CarePlanRecord.episode_id,
+                later.id != CarePlanRecord.id,
+                later.start_on > CarePlanRecord.start_on,
+                later.status.in_((PlanStatus.DRAFT, PlanStatus.ACTIVE)),
+            ),
+        )
+    )
+    valid = timedelta(days=settings.worklist.pact_valid_days)
+    pacts = (
+        select(CarePact.id, CarePact.patient_id, Episode.gestore_id, Episode.case_manager_id, CarePact.signed_at)
+        .join(Episode, Episode.id == CarePact.episode_id)
+        .where(CarePact.status == PactStatus.SIGNED, Episode.closed_on.is_(None), processable(CarePact.patient_id))
+    )
+    if gestore_id is not None:
+        plans, pacts = plans.where(Episode.gestore_id == gestore_id), pacts.where(Episode.gestore_id == gestore_id)
+    out = [
+        Wanted(f"plan_renewal:{plan_id}", ItemKind.PLAN_RENEWAL, patient_id, gestore, manager, end,
+               TITLES[ItemKind.PLAN_RENEWAL].format(day=end.isoformat()), plan_id)
+        for plan_id, patient_id, gestore, manager, end in session.execute(plans)
+    ]  # fmt: skip
+    for pact_id, patient_id, gestore, manager, signed_at in session.execute(pacts):
+        if signed_at is None:  # pragma: no cover - a signed pact has its time (a CHECK says so)
+            continue
+        due = italian_day(signed_at) + valid
+        if due <= today + lead:
+            title = TITLES[ItemKind.PACT_RENEWAL].format(day=due.isoformat())
+            out.append(
+                Wanted(f"pact_renewal:{pact_id}", ItemKind.PACT_RENEWAL, patient_id, gestore, manager, due, title)
+            )
+    return out
+
+
+# --- listing -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkListFilter:
+    """What to show; every field is optional and they all hold together."""
+
+    gestore_id: int | None = None
+    ats_code: str | None = None
+    owner_id: int | None = None
+    unassigned: bool = False
+    gp_id: str | None = None
+    level: int | None = None
+    pathology: str | None = None
+    kinds: tuple[ItemKind, ...] = ()
+    priority: Priority | None = None
+    due_from: date | None = None
+    due_until: date | None = None
+    include_snoozed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkRow:
+    item: WorkItem
+    resident_id: str
+    level: int
+    gp_id: str | None
+    next_action: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkPage:
+    rows: list[WorkRow]
+    next_cursor: str | None = None
+    filters: WorkListFilter = field(default_factory=WorkListFilter)
+
+
+def encode_cursor(item: WorkItem) -> str:
+    raw = f"{item.priority_score}|{item.due_on.isoformat()}|{item.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, date, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, day, item_id = raw.split("|")
+        return int(score), date.fromisoformat(day), int(item_id)
+    except ValueError:
+        raise CareError(f"'{cursor}' is not a work-list cursor") from None
+
+
+def list_items(
+    session: Session,
+    filters: WorkListFilter,
+    *,
+    at: datetime | None = None,
+    limit: int = DEFAULT_PAGE,
+    after: str | None = None,
+) -> WorkPage:
+    """One page of the work list: highest priority first, then the earliest due, then the oldest item.
+
+    Shown: open items, snoozed ones whose snooze has run out (``include_snoozed`` shows them all), call-backs
+    only once their time has come; never the items of a patient whose care pact in force was revoked.
+    """
+    at = at or now()
+    if not 1 <= limit <= MAX_PAGE:
+        raise CareError(f"a page holds 1 to {MAX_PAGE} items, not {limit}")
+    w = WorkItem
+    query = (
+        select(w, Patient.resident_id, Patient.level, Patient.gp_id)
+        .join(Patient, Patient.id == w.patient_id)
+        .where(~_revoked(w.patient_id))
+        .order_by(w.priority_score.desc(), w.due_on, w.id)
+        .limit(limit + 1)
+    )
+    visible: ColumnElement[bool] = or_(
+        w.status == ItemStatus.OPEN, and_(w.status == ItemStatus.SNOOZED, w.snoozed_until <= at)
+    )
+    if filters.include_snoozed:
+        visible = w.status != ItemStatus.CLOSED
+    query = query.where(visible, or_(w.kind != ItemKind.CALL_BACK, w.due_at <= at))
+    query = query.where(*_conditions(session, filters))
+    if after is not None:
+        score, day, item_id = decode_cursor(after)
+        query = query.where(
+            or_(
+                w.priority_score < score,
+                and_(w.priority_score == score, w.due_on > day),
+                and_(w.priority_score == score, w.due_on == day, w.id > item_id),
+            )
+        )
+    rows = [
+        WorkRow(item, resident_id, level, gp_id, next_action(item.kind))
+        for item, resident_id, level, gp_id in session.execute(query)
+    ]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return WorkPage(rows, encode_cursor(rows[-1].item) if more else None, filters)
+
+
+def _conditions(session: Session, f: WorkListFilter) -> list[ColumnElement[bool]]:
+    w = WorkItem
+    conditions: list[ColumnElement[bool]] = []
+    if f.gestore_id is not None:
+        conditions.append(w.gestore_id == f.gestore_id)
+    if f.ats_code is not None:
+        conditions.append(w.ats_code == f.ats_code)
+    if f.owner_id is not None:
+        conditions.append(w.owner_id == f.owner_id)
+    if f.unassigned:
+        conditions.append(w.owner_id.is_(None))
+    if f.gp_id is not None:
+        conditions.append(Patient.gp_id == f.gp_id)
+    if f.level is not None:
+        conditions.append(Patient.level == f.level)
+    if f.pathology is not None:
+        conditions.append(_has_pathology(session, f.pathology))
+    if f.kinds:
+        conditions.append(w.kind.in_(f.kinds))
+    if f.priority is not None:
+        conditions.append(w.priority == f.priority)
+    if f.due_from is not None:
+        conditions.append(w.due_on >= f.due_from)
+    if f.due_until is not None:
+        conditions.append(w.due_on <= f.due_until)
+    return conditions
+
+
+def _has_pathology(session: Session, pathology: str) -> ColumnElement[bool]:
+    if session.get_bind().dialect.name == "postgresql":
+        return type_coerce(Patient.pathologies, JSONB).contains([pathology])
+    each = func.json_each(Patient.pathologies).table_valued("value")
+    return exists(select(each.c.value).where(each.c.value == pathology))
+
+
+def _revoked(patient_id: QueryableAttribute[int] | ColumnElement[int]) -> ColumnElement[bool]:
+    """The patient's latest pact decision is a revocation (no newer version signed since)."""
+    revoked, newer = aliased(CarePact), aliased(CarePact)
+    return exists(
+        select(revoked.id).where(
+            revoked.patient_id == patient_id,
+            revoked.status == PactStatus.REVOKED,
+            ~exists().where(
+                newer.episode_id == revoked.episode_id,
+                newer.version > revoked.version,
+                newer.status == PactStatus.SIGNED,
+            ),
+        )
+    )
+
+
+def items_of(session: Session, patient_id: int) -> Sequence[WorkItem]:
+    return session.scalars(select(WorkItem).where(WorkItem.patient_id == patient_id).order_by(WorkItem.id)).all()
