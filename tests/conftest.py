@@ -6,6 +6,8 @@
   the test (services never commit, so tests see their own writes and leave nothing behind);
 - ``db_engine``: the migrated engine itself, for tests that need their own connections;
 - ``empty_database``: a URL of a fresh empty database, for the migration tests;
+- ``api``: the API served by uvicorn on a free port over a database of its own, filled by
+  ``tests.apiworld.build_world`` (module-scoped: one server per test module and backend);
 - ``pg_server``: the PostgreSQL server (tests/pgserver.py); one database per test session, ``presa_test_<pid>``,
   dropped at the end. No server means failure, never a skip.
 """
@@ -15,13 +17,16 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from presa.care.store import make_engine, upgrade
+from tests.apiworld import LiveServer, World, build_world
 from tests.pgserver import PgServer, PgUnavailableError, acquire
 
 BACKENDS = ("sqlite", "postgresql")
@@ -112,3 +117,38 @@ def empty_database(backend: str, databases: Databases) -> Iterator[str]:
         yield url
     finally:
         databases.drop(url)
+
+
+@pytest.fixture(scope="module")
+def api_database(backend: str, databases: Databases) -> Iterator[str]:
+    """A fresh, migrated database for one test module's live API (the API commits: no rollback here)."""
+    url = databases.new(backend)
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    try:
+        yield url
+    finally:
+        databases.drop(url)
+
+
+@dataclass
+class Api:
+    """The live API of a test module: the server, its world, an httpx client over the socket."""
+
+    server: LiveServer
+    world: World
+    http: httpx.Client
+
+
+@pytest.fixture(scope="module")
+def api(api_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    engine = make_engine(api_database)
+    try:
+        world = build_world(engine, tmp_path_factory.mktemp("api-runs"))
+    finally:
+        engine.dispose()
+    with LiveServer(api_database) as server, server.client() as http:
+        yield Api(server, world, http)

@@ -166,7 +166,7 @@ class Pseudonyms:
         if value in self._known:
             return self._known[value]
         rows = session.execute(select(Patient.id, Patient.resident_id).where(Patient.ats_code == ats_code))
-        for patient_id, resident_id in rows.tuples():
+        for patient_id, resident_id in rows:
             if pseudonym(self.key, resident_id) == value:
                 if len(self._known) < self.LIMIT:
                     self._known[value] = patient_id
@@ -175,11 +175,15 @@ class Pseudonyms:
 
 
 def visible_patient(session: Session, actor: Actor, ref: str, pseudonyms: Pseudonyms) -> tuple[Patient, Episode | None]:
-    """The patient ``ref`` names (an id; a pseudonym for analysts) if within the actor's scope, else 404."""
+    """The patient ``ref`` names (an id; a pseudonym for analysts) if within the actor's scope, else 404.
+
+    The 404 names what the caller asked for and nothing else, in the same words whether the patient does not
+    exist or is not theirs to see.
+    """
     patient_id = _patient_id(session, actor, ref, pseudonyms)
     if patient_id is None:
         raise not_found(f"patient {ref[:40]}")
-    return visible_patient_id(session, actor, patient_id, shown=ref[:40])
+    return visible_patient_id(session, actor, patient_id, shown=f"patient {ref[:40]}")
 
 
 def visible_patient_id(
@@ -187,7 +191,7 @@ def visible_patient_id(
 ) -> tuple[Patient, Episode | None]:
     row = session.execute(patients_query(actor).where(Patient.id == patient_id)).first()
     if row is None:
-        raise not_found(f"patient {shown or patient_id}")
+        raise not_found(shown or f"patient {patient_id}")
     patient, episode = row
     return patient, episode
 

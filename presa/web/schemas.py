@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+)
 
 FIRST_DAY = date(2000, 1, 1)
 LAST_DAY = date(2099, 12, 31)
@@ -45,14 +54,25 @@ Email = Annotated[
     str,
     StringConstraints(min_length=3, max_length=200, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"),
 ]
-Day = Annotated[date, Field(ge=FIRST_DAY, le=LAST_DAY)]
-RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+def iso_text(value: object) -> object:
+    """Dates and instants come as ISO 8601 text, not as numbers (which pydantic would read as Unix time)."""
+    if not isinstance(value, str | date):
+        raise ValueError("give a date as text, YYYY-MM-DD (an instant as YYYY-MM-DDTHH:MM:SS+01:00)")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(iso_text), Field(ge=FIRST_DAY, le=LAST_DAY)]
+Instant = Annotated[AwareDatetime, BeforeValidator(iso_text)]
+RowId = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
+Count = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
 
 
 class Body(BaseModel):
-    """A request body: unknown fields refused, types not coerced (``"5"`` is not a number)."""
+    """A request body: unknown fields refused; numbers are strict (``"5"`` is not a number), dates are text."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class Message(BaseModel):

@@ -63,7 +63,7 @@ def stratification_summary(session: Session, patient: Patient) -> Stratification
         .join(StratificationRun, StratificationRun.id == PatientStratum.run_id)
         .where(PatientStratum.resident_id == patient.resident_id)
         .order_by(StratificationRun.reference_date, StratificationRun.id)
-    ).tuples()
+    )
     history = tuple(Stratum(s.run_id, reference, s.level, tuple(s.pathologies), s.eligible) for s, reference in rows)
     criteria, note = _criteria(Path(run.source), patient.resident_id)
     return StratificationSummary(run.id, run.reference_date, history, criteria, note)

@@ -69,7 +69,7 @@ def batch_letters(session: Session, batch_id: int, key: bytes, *, patient_id: in
     if patient_id is not None:
         query = query.where(Invitation.patient_id == patient_id)
     letters = []
-    for invitation, patient in session.execute(query).tuples():
+    for invitation, patient in session.execute(query):
         code = invitation_code(key, invitation.id)
         letter = InvitationLetter(
             ats_code=ats.code,

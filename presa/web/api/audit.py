@@ -71,7 +71,7 @@ def query_audit(
         query = query.where(AuditEvent.at >= since)
     if until is not None:
         query = query.where(AuditEvent.at < until)
-    rows = ctx.session.execute(query).tuples().all()
+    rows = ctx.session.execute(query).all()
     ctx.audit("query", "audit_trail", None, detail={"rows": len(rows), "filtered_by_patient": patient is not None})
     return [
         AuditOut(

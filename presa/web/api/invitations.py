@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 from sqlalchemy import select
 
 from presa.care.service.invitations import invite
@@ -29,7 +29,7 @@ PDF: dict[int | str, dict[str, Any]] = {200: {"content": {"application/pdf": {}}
 class BatchIn(Body):
     ats_code: AtsCode
     letter_date: Day | None = None
-    limit: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    limit: Annotated[int, Strict(), Field(ge=1, le=1_000_000)] | None = None
 
 
 class GestoreListed(BaseModel):

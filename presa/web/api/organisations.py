@@ -40,7 +40,20 @@ from presa.care.store.models import (
 from presa.web.access import Permission
 from presa.web.deps import Ctx, requires
 from presa.web.errors import ApiError, not_found
-from presa.web.schemas import AtsCode, Body, Code, Day, Email, Municipality, Name, Phone, RowId, ServiceCode, ShortText
+from presa.web.schemas import (
+    AtsCode,
+    Body,
+    Code,
+    Count,
+    Day,
+    Email,
+    Municipality,
+    Name,
+    Phone,
+    RowId,
+    ServiceCode,
+    ShortText,
+)
 
 router = APIRouter(tags=["organisations"])
 RowPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -53,7 +66,7 @@ class GestoreIn(Body):
     ats_codes: Annotated[list[AtsCode], Field(min_length=1, max_length=8)]
     accredited_from: Day
     accredited_until: Day | None = None
-    capacity: Annotated[int, Field(ge=0, le=10_000_000)]
+    capacity: Count
     phone: Phone | None = None
     email: Email | None = None
     address: ShortText | None = None

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from presa.auth.models import Role
 from presa.care.pact import PATIENT_SIDE, ConsentScope, PactStatus, SignerRole
@@ -24,7 +24,7 @@ from presa.web.api.invitations import PDF, _pdf
 from presa.web.api.patients import PatientRef, ProcessingOut
 from presa.web.deps import Ctx, requires
 from presa.web.errors import ApiError, not_found
-from presa.web.schemas import Body, Name, RowId, Text
+from presa.web.schemas import Body, Instant, Name, RowId, Text
 
 router = APIRouter(tags=["care pacts"])
 PactId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -38,7 +38,7 @@ class DraftIn(Body):
 class SignatureIn(Body):
     role: SignerRole
     signer: Name
-    signed_at: AwareDatetime
+    signed_at: Instant
 
 
 class RevocationIn(Body):

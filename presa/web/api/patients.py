@@ -224,7 +224,7 @@ Names = tuple[dict[int, str], dict[int, str]]
 def _names(ctx: Ctx, episodes: Sequence[Episode]) -> Names:
     gestori = {e.gestore_id for e in episodes if e.gestore_id is not None}
     managers = {e.clinical_manager_id for e in episodes if e.clinical_manager_id is not None}
-    g = dict(ctx.session.execute(select(Gestore.id, Gestore.name).where(Gestore.id.in_(gestori))).tuples().all())
+    g = {i: n for i, n in ctx.session.execute(select(Gestore.id, Gestore.name).where(Gestore.id.in_(gestori)))}
     m = {p.id: p.display_name for p in ctx.session.scalars(select(Practitioner).where(Practitioner.id.in_(managers)))}
     return g, m
 
