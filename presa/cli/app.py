@@ -270,3 +270,6 @@ def show_catalog(
 
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
+
+
+import presa.cli.followup  # noqa: E402, F401  (registers worker, reconcile and worklist-refresh)
