@@ -121,7 +121,7 @@ ENDPOINTS = [
         "POST",
         "/api/providers",
         frozenset({"ats_analyst", "gestore_admin"}),
-        {"code": "LAB-NEW", "name": "Laboratorio", "kind": "laboratory"},
+        {"code": "LAB-NEW", "name": "Laboratorio", "kind": "laboratory", "ats_code": "321"},
         scoped=False,
     ),
     Endpoint(
@@ -136,7 +136,7 @@ ENDPOINTS = [
         "POST",
         "/api/practitioners",
         frozenset({"gestore_admin"}),
-        {"code": "GPNEW", "family_name": "Verdi", "given_name": "Luca", "profession": "gp"},
+        {"code": "GPNEW", "family_name": "Verdi", "given_name": "Luca", "profession": "gp", "ats_code": "321"},
         scoped=False,
     ),
     Endpoint(

@@ -33,6 +33,7 @@ from presa.care.service.common import CareError, NotFoundError
 
 log = logging.getLogger("presa.web")
 MAX_BODY_BYTES = 256 * 1024
+MAX_REASON = 200
 
 
 class ApiError(HTTPException):
@@ -67,8 +68,12 @@ def field_errors(raw: Sequence[Any]) -> list[dict[str, str]]:
             reason = "unknown field"
         elif kind == "model_attributes_type" or (kind == "dict_type" and location == "body"):
             reason = "the body must be a JSON object (Content-Type: application/json)"
+        elif kind == "union_tag_invalid" and isinstance(error.get("ctx"), dict):
+            reason = f"must be one of {error['ctx'].get('expected_tags', '?')}"
         else:
             reason = str(error.get("msg", "invalid value"))
+        if len(reason) > MAX_REASON:  # messages may quote the input: never echo a huge value
+            reason = reason[:MAX_REASON] + "…"
         errors.append({"field": location, "reason": reason})
     return errors
 

@@ -305,7 +305,9 @@ def list_providers(
 
 @router.post("/providers", status_code=201)
 def register_provider(ctx: Annotated[Ctx, requires(Permission.REGISTER_PROVIDERS)], body: ProviderIn) -> ProviderOut:
-    """Register a provider (erogatore) with the nomenclator services it offers."""
+    """Register a provider (erogatore) with the nomenclator services it offers; an analyst, in their own ATS."""
+    if ctx.actor.ats_code is not None and body.ats_code != ctx.actor.ats_code:
+        raise ApiError(403, f"your account registers providers of ATS {ctx.actor.ats_code}, not {body.ats_code}")
     provider = add_provider(
         ctx.session,
         code=body.code,
@@ -353,7 +355,11 @@ def list_practitioners(
 
 @router.post("/practitioners", status_code=201)
 def register(ctx: Annotated[Ctx, requires(Permission.MANAGE_GESTORE)], body: PractitionerIn) -> PractitionerOut:
-    """Register a practitioner (GP, specialist, nurse, operator)."""
+    """Register a practitioner (GP, specialist, nurse, operator) working in an ATS the own gestore serves."""
+    gestore = ctx.session.get(Gestore, ctx.actor.gestore_id) if ctx.actor.gestore_id is not None else None
+    served = gestore.ats_codes if gestore is not None else ()
+    if body.ats_code not in served:
+        raise ApiError(403, f"your gestore registers practitioners of ATS {', '.join(served)}, not {body.ats_code}")
     practitioner = register_practitioner(
         ctx.session,
         code=body.code,
