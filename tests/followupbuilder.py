@@ -91,3 +91,34 @@ class Flows:
             name = f"{table}{'_' + suffix if suffix else ''}.csv"
             (directory / name).write_text("\n".join([header, *self.rows[table]]) + "\n", encoding="utf-8")
         return directory
+
+
+def clinic(
+    db: Session,
+    gestore_id: int,
+    services: tuple[str, ...],
+    *,
+    code: str = "AMB1",
+    publish_from: date = date(2026, 3, 9),
+    publish_until: date = date(2027, 3, 9),
+    slot_minutes: int = 30,
+) -> dict[str, int]:
+    """An outpatient clinic in the gestore's network with a schedule per service, open Monday to Friday 9-11,
+    slots published for the plan year; the schedule ids by service code."""
+    from datetime import time
+
+    from presa.care.service.organisations import add_provider, add_to_network
+    from presa.followup.service.booking import create_schedule, publish_slots
+
+    provider = add_provider(db, code=code, name=f"Poliambulatorio {code}", kind="outpatient_clinic",
+                            services=services, ats_code="321", author="admin")  # fmt: skip
+    add_to_network(db, gestore_id, provider.id, joined_on=date(2026, 1, 1), author="admin")
+    schedules = {}
+    for service in services:
+        schedule = create_schedule(
+            db, provider.id, service_code=service, name=f"{service} at {code}", slot_minutes=slot_minutes,
+            openings=[(d, time(9), time(11)) for d in range(5)], valid_from=date(2026, 1, 1), author="admin", at=AT,
+        )  # fmt: skip
+        publish_slots(db, schedule.id, start=publish_from, end=publish_until)
+        schedules[service] = schedule.id
+    return schedules

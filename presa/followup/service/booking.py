@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, and_, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -315,6 +315,7 @@ def book(
 ) -> Booking:
     """Book one planned activity into a slot; :class:`SlotTakenError` if the slot or the activity is taken."""
     at = at or now()
+    _lock_slot(session, slot_id)
     plan = get(session, CarePlanRecord, plan_id, "care plan")
     require_processing(session, plan.patient_id)
     if plan.status is not PlanStatus.ACTIVE:
@@ -331,6 +332,14 @@ def book(
     ).first()
     if done is not None:
         raise CareError(f"activity '{activity_id}' was done on {done.done_on}: nothing to book")
+    holder = session.scalars(
+        select(Booking).where(
+            or_(Booking.slot_id == slot.id, and_(Booking.plan_id == plan.id, Booking.activity_id == activity_id)),
+            Booking.status == BookingStatus.BOOKED,
+        )
+    ).first()
+    if holder is not None:
+        raise SlotTakenError(f"slot {slot.id} or activity '{activity_id}' is already booked (booking {holder.id})")
     booking = Booking(
         slot_id=slot.id,
         patient_id=plan.patient_id,
@@ -362,6 +371,16 @@ def book(
     )
     reminders.enqueue_booking_reminders(session, booking, at=at)
     return booking
+
+
+def _lock_slot(session: Session, slot_id: int) -> None:
+    """Take the slot before anything else: a row lock on PostgreSQL, the write lock on SQLite (whose deferred
+    transactions could otherwise not upgrade to writing once another booking committed). Bookers of one slot then
+    go one after the other and the later ones see the earlier booking; the unique index stays the guarantee."""
+    session.execute(
+        update(Slot).where(Slot.id == slot_id).values(withdrawn=Slot.withdrawn),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def _check_slot(session: Session, activity: PlannedActivity, slot: Slot, at: datetime) -> None:

@@ -319,7 +319,7 @@ def _cancel(session: Session, condition: object, reason: str, at: datetime) -> i
         update(OutboxMessage)
         .where(condition, OutboxMessage.status == OutboxStatus.PENDING)  # type: ignore[arg-type]
         .values(status=OutboxStatus.CANCELLED, last_error=reason),
-        execution_options={"synchronize_session": False},
+        execution_options={"synchronize_session": "fetch"},
     )
     return int(result.rowcount) if isinstance(result, CursorResult) else 0
 
