@@ -64,8 +64,11 @@ def iso_text(value: object) -> object:
 
 
 Day = Annotated[date, BeforeValidator(iso_text), Field(ge=FIRST_DAY, le=LAST_DAY)]
+BirthDay = Annotated[date, BeforeValidator(iso_text), Field(ge=date(1880, 1, 1), le=LAST_DAY)]
 Instant = Annotated[AwareDatetime, BeforeValidator(iso_text)]
 RowId = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
+QueryId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+"""An id in a query string, which is text by nature."""
 Count = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
 
 

@@ -16,7 +16,7 @@ from presa.web.access import Permission
 from presa.web.api.patients import EpisodeHistoryOut, PatientRef, _history, _names
 from presa.web.deps import Ctx, requires
 from presa.web.errors import ApiError, not_found
-from presa.web.schemas import Body, Day, RowId, Text
+from presa.web.schemas import BirthDay, Body, Day, RowId, Text
 
 router = APIRouter(tags=["enrolment"])
 
@@ -35,7 +35,7 @@ class GestoreChoiceIn(Body):
 
 class TakeInChargeIn(Body):
     invitation_code: Text
-    birth_date: Day
+    birth_date: BirthDay
     clinical_manager_id: RowId | None = None
     effective_on: Day | None = None
 

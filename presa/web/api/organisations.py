@@ -50,6 +50,7 @@ from presa.web.schemas import (
     Municipality,
     Name,
     Phone,
+    QueryId,
     RowId,
     ServiceCode,
     ShortText,
@@ -334,7 +335,7 @@ def join_network(
 @router.get("/practitioners")
 def list_practitioners(
     ctx: Annotated[Ctx, requires(Permission.READ_ORGANISATIONS)],
-    gestore_id: Annotated[RowId | None, Query(description="only those with a role in this gestore")] = None,
+    gestore_id: Annotated[QueryId | None, Query(description="only those with a role in this gestore")] = None,
     role: Annotated[RoleKind | None, Query()] = None,
     profession: Annotated[Profession | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -24,7 +24,7 @@ from presa.care.store.models import Episode, EpisodeEvent, Gestore, Patient, Pra
 from presa.web.access import Permission, patients_query
 from presa.web.deps import Ctx, requires
 from presa.web.errors import ApiError
-from presa.web.schemas import PathologyId, RowId
+from presa.web.schemas import PathologyId, QueryId
 
 router = APIRouter(tags=["patients"])
 PatientRef = Annotated[
@@ -157,7 +157,7 @@ def list_patients(
     level: Annotated[list[int] | None, Query(description="levels 1 to 5, repeatable", max_length=5)] = None,
     pathology: Annotated[PathologyId | None, Query(description="a catalog pathology id")] = None,
     state: Annotated[EpisodeState | None, Query(description="state of the latest enrolment episode")] = None,
-    gestore_id: Annotated[RowId | None, Query()] = None,
+    gestore_id: Annotated[QueryId | None, Query()] = None,
     eligible: Annotated[bool | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
