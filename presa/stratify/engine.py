@@ -27,7 +27,9 @@ from presa.stratify.runview import create_run_views
 ProgressCallback = Callable[[str, int, int], None]
 
 # Stages read more than once are materialised; the rest are views inlined where they are used.
-MATERIALISED = frozenset({"code_map", "fired", "population", "present", "service_users", "present_sets", "clusters"})
+MATERIALISED = frozenset(
+    {"code_map", "fired", "population", "present_cases", "present", "service_users", "present_sets", "clusters"}
+)
 
 PARAM_SCHEMAS: dict[str, pa.Schema] = {
     "criteria": pa.schema(
