@@ -143,7 +143,7 @@ def _deliver(
         if message is None or message.status is not OutboxStatus.SENDING or message.claimed_by != worker:
             return  # its lease ran out while the batch was being sent, and another worker took it
         message.lease_until = clock() + lease  # the lease covers this message's send, however long the batch
-        refusal = reminders.check_deliverable(session, message)
+        refusal = reminders.check_deliverable(session, message, at=clock())
         if refusal is not None:
             reminders.give_up(session, message.id, worker, status=OutboxStatus.CANCELLED, reason=refusal)
             report.cancelled += 1

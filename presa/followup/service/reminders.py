@@ -192,7 +192,7 @@ def enqueue_booking_reminders(
         )
         for label, send_at in times:
             out.append(
-                _enqueue(
+                enqueue(
                     session,
                     key=f"booking:{booking.id}:{label}:{point.id}",
                     point=point,
@@ -265,7 +265,7 @@ def enqueue_todo_reminders(
             )
             key = f"todo:{plan_id}:{activity_id}:{point.id}"
             if session.scalars(select(OutboxMessage.id).where(OutboxMessage.key == key)).first() is None:
-                _enqueue(
+                enqueue(
                     session,
                     key=key,
                     point=point,
@@ -280,7 +280,7 @@ def enqueue_todo_reminders(
     return count
 
 
-def _enqueue(
+def enqueue(
     session: Session,
     *,
     key: str,
@@ -292,6 +292,7 @@ def _enqueue(
     at: datetime,
     booking_id: int | None = None,
 ) -> OutboxMessage:
+    """Write one message to the outbox for a contact point (once per key: the same key again returns the first)."""
     existing = session.scalars(select(OutboxMessage).where(OutboxMessage.key == key)).first()
     if existing is not None:
         return existing
@@ -366,9 +367,9 @@ def claim(
 ) -> list[int]:
     """Take up to ``limit`` due rows for ``worker`` until ``at + lease``; their ids, oldest first.
 
-    One statement: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING id`` on PostgreSQL, so
-    concurrent workers skip each other's rows instead of waiting; SQLite has no row locks, but its UPDATE holds
-    the database's write lock for the whole statement, so two workers cannot take the same row either.
+    One statement: ``WITH due AS (SELECT ... FOR UPDATE SKIP LOCKED) UPDATE ... FROM due RETURNING id``, so on
+    PostgreSQL concurrent workers skip each other's rows instead of waiting; SQLite has no row locks, but its
+    UPDATE holds the database's write lock for the whole statement, so two workers cannot take the same row either.
     """
     due = (
         select(OutboxMessage.id)
@@ -376,10 +377,11 @@ def claim(
         .order_by(OutboxMessage.not_before, OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("due")  # a CTE runs once; a subquery in IN (...) may run per row and lock more than ``limit`` rows
     )
     taken = session.scalars(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(due.scalar_subquery()), claimable(at))
+        .where(OutboxMessage.id == due.c.id, claimable(at))
         .values(
             status=OutboxStatus.SENDING,
             claimed_by=worker,
@@ -392,8 +394,9 @@ def claim(
     return sorted(taken)
 
 
-def check_deliverable(session: Session, message: OutboxMessage) -> str | None:
-    """Why the message must not be sent now (None: send it): consent, opt-out or booking changed since."""
+def check_deliverable(session: Session, message: OutboxMessage, *, at: datetime) -> str | None:
+    """Why the message must not be sent now (None: send it): consent, opt-out or the booking changed since, or
+    the appointment it reminds of has already begun."""
     decision = can_process(session, message.patient_id)
     if not decision.allowed:
         return decision.reason
@@ -412,6 +415,9 @@ def check_deliverable(session: Session, message: OutboxMessage) -> str | None:
         booking = session.get(Booking, message.booking_id)
         if booking is None or booking.status is not BookingStatus.BOOKED:
             return "booking ended"
+        slot = session.get(Slot, booking.slot_id)
+        if slot is None or slot.starts_at <= at:
+            return "the appointment has already begun"
     return None
 
 
