@@ -224,3 +224,16 @@ def test_a_transition_posted_by_a_person_is_recorded_once(db: Session, patient: 
     r3 = db.query(Patient).filter_by(resident_id="R3").one()
     with pytest.raises(ProcessingRefusedError):
         open_transition(db, r3.id, "discharge", date(2026, 6, 12), source="api", author="cm")
+
+
+def test_things_to_do_are_reminded_once(db: Session, patient: Planned) -> None:
+    from presa.followup.service.reminders import add_contact_point, enqueue_todo_reminders, outbox_of
+
+    add_contact_point(db, patient.care.patient.id, channel="sms", address="+393331234567", author="op")
+    week_before = patient.activity("gp_visit-01") - timedelta(days=7)
+
+    assert enqueue_todo_reminders(db, today=week_before, at=at(week_before, 6)) == 1
+    assert enqueue_todo_reminders(db, today=week_before, at=at(week_before, 7)) == 0
+    [message] = outbox_of(db, patient.care.patient.id)
+    assert message.template == "activity_todo" and message.body.startswith("Promemoria PAI: Visita di controllo")
+    assert message.not_before == at(week_before)  # 10:00 in Rome
