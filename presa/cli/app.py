@@ -272,4 +272,5 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
+import presa.cli.care  # noqa: E402  (registers load, invite, serve and plan)
 import presa.cli.followup  # noqa: E402, F401  (registers worker, reconcile and worklist-refresh)
