@@ -1,0 +1,548 @@
+"""Generating the PAI of a whole population in one call: every patient who may be processed gets a draft plan.
+
+:func:`generate_all_plans` applies the rules of ``presa.care.service.plans.generate_plan`` to everyone at once,
+set-based: a patient is processed when their open episode is at ``pact_signed``, ``pai_active`` or ``suspended``,
+the latest signed-or-revoked version of its care pact is signed (not revoked) and gives consent to care, and no
+draft or active plan of the episode overlaps the 12 months from ``start``. Running it twice generates nothing the
+second time.
+
+Each plan is the pure core's (``presa.care.calendar.draft_care_plan``), stored as ``generate_plan`` stores it: one
+``care_plans`` row, version 1 in ``care_plan_versions``, its dated activities in ``plan_activities``, one audit row.
+The merge and the calendar depend only on the set of pathologies, the level, the sex, the templates' age bracket
+(``TemplateSet.age_breakpoints``), the patron saint's day of the municipality and the start, so each distinct
+combination is drafted once and rendered once in the database's load format; a patient then costs a few string
+joins (``cache=False`` drafts every patient afresh, to measure what that saves).
+
+Storage is the database's bulk load, never an ORM INSERT per row. On PostgreSQL every row goes in by COPY, as text
+assembled from those pre-rendered pieces: ``presa.care.store.bulk.bulk_insert`` would convert every value of every
+row in Python again, which for a region (millions of activity rows) costs more than the database takes to store
+them. On SQLite, executemany: ``bulk_insert`` for plans, versions and audit rows, the activities as the values
+SQLAlchemy's SQLite types bind. Ids of plans and versions are taken beforehand (from the sequences on
+PostgreSQL), so that versions and activities can name them. Candidates stream from one query in chunks of
+``chunk_size`` patients, which bound the memory; ``on_progress`` gets the running totals after each chunk.
+Everything happens in the caller's transaction; nothing is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from psycopg import sql
+from sqlalchemy import and_, exists, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, aliased
+
+from presa.care.calendar import PatronDay, draft_care_plan, patron_day, year_after
+from presa.care.pact import ConsentScope, PactStatus
+from presa.care.pdta import Sex, TemplateSet, default_templates
+from presa.care.plan import CarePlan, PlanActivity, PlannedActivity
+from presa.care.service.common import now, today_in_italy
+from presa.care.service.plans import ACTIVITY_COLUMNS, PLANNABLE
+from presa.care.store.audit import origin, record
+from presa.care.store.bulk import bulk_insert, table_of
+from presa.care.store.models import (
+    AuditEvent,
+    CarePact,
+    CarePlanRecord,
+    Episode,
+    PactScope,
+    Patient,
+    PlanActivityRecord,
+    PlanStatus,
+    PlanVersion,
+)
+
+CHUNK_PATIENTS = 20_000
+"""Patients per chunk: about 250,000 activity rows, some 70 MB of COPY text at most in memory at once."""
+WRITE_PATIENTS = 1_000
+"""Patients whose rows are sent to the database together, so that it parses while Python assembles the next."""
+USUAL_AGES = range(0, 121)
+"""Ages keyed by their template bracket; any other age is keyed by itself, so the pure core judges it."""
+
+# Column orders chosen so that the parts shared by a run or by a distinct plan are contiguous.
+PLAN_COLUMNS = (
+    "id",
+    "episode_id",
+    "patient_id",
+    "pact_id",
+    "municipality",
+    "age",
+    "level",
+    "sex",
+    "pathologies",
+    "pathways",
+    "generic_follow_up",
+    "start_on",
+    "end_on",
+    "status",
+    "current_version",
+    "templates_digest",
+    "created_at",
+    "created_by",
+)
+VERSION_COLUMNS = ("id", "plan_id", "version", "author", "created_at")
+AUDIT_COLUMNS = ("at", "actor", "remote_addr", "action", "entity", "entity_id", "patient_id", "detail")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedPatient:
+    """A processable patient whose plan the pure core refused to build, and why."""
+
+    patient_id: int
+    resident_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPlanReport:
+    """What :func:`generate_all_plans` did (or, passed to ``on_progress``, has done so far)."""
+
+    plans: int
+    activities: int
+    seconds: float
+    start: date | None = None
+    chunks: int = 0
+    distinct_plans: int = 0
+    """How many plans were drafted: one per distinct combination of inputs with the cache, else one per patient."""
+    skipped: tuple[SkippedPatient, ...] = ()
+
+
+ProgressCallback = Callable[[BulkPlanReport], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every plan of one call shares."""
+
+    start: date
+    end: date
+    author: str
+    at: datetime
+    digest: str
+    remote_addr: str | None
+    """The session's origin (``presa.care.store.audit.set_origin``), for the audit rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Drafted:
+    """One distinct plan, as every patient with the same inputs gets it, and its rows pre-rendered by the store."""
+
+    pathologies: list[str]
+    pathways: list[str]
+    generic_follow_up: list[str]
+    activities: int
+    rendered: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    episode_id: int
+    patient_id: int
+    pact_id: int
+    municipality: str | None
+    level: int
+    age: int
+    sex: str
+    drafted: _Drafted
+
+
+_Key = tuple[tuple[str, ...], int, int | tuple[str, int], str, PatronDay | None]
+
+
+def generate_all_plans(
+    session: Session,
+    *,
+    author: str,
+    on_progress: ProgressCallback | None = None,
+    start: date | None = None,
+    at: datetime | None = None,
+    templates: TemplateSet | None = None,
+    chunk_size: int = CHUNK_PATIENTS,
+    cache: bool = True,
+) -> BulkPlanReport:
+    """Generate and store version 1 of a draft plan from ``start`` (today in Italy by default) for every patient
+    who may be processed and has none for those 12 months; see the module docstring. Nothing is committed.
+
+    Patients whose plan the pure core cannot build (an impossible age, say) are reported in ``skipped``.
+    """
+    if not author.strip():
+        raise ValueError("bulk plan generation needs an author")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    if at is not None and at.tzinfo is None:
+        raise ValueError(f"naive datetime {at.isoformat()}: give a timezone-aware instant")
+    started = time.perf_counter()
+    at = at or now()
+    start = start or today_in_italy(at)
+    template_set = templates or default_templates()
+    run = _Run(start, year_after(start), author, at, template_set.digest, origin(session))
+    session.flush()
+    connection = session.connection()
+    store = (
+        _PostgresStore(connection, run) if connection.dialect.name == "postgresql" else _SqliteStore(connection, run)
+    )
+    drafts: dict[_Key, _Drafted | str] = {}
+    plans = activities = chunks = drafted_count = 0
+    skipped: list[SkippedPatient] = []
+
+    def report() -> BulkPlanReport:
+        seconds = time.perf_counter() - started
+        return BulkPlanReport(plans, activities, seconds, start, chunks, drafted_count, tuple(skipped))
+
+    for rows in store.candidates(_candidates_query(run.start, run.end), chunk_size):
+        chosen: list[_Candidate] = []
+        for row in rows:
+            episode_id, patient_id, pact_id, resident_id, sex, birth_date, municipality, level, pathologies = row
+            age = _age_on(birth_date, start)
+            wanted = tuple(sorted(set(pathologies)))
+            key: _Key = (wanted, level, _age_key(template_set, age), sex, patron_day(municipality))
+            drafted = drafts.get(key) if cache else None
+            if drafted is None:
+                drafted = _draft(store, wanted, level, age, sex, municipality, template_set)
+                drafted_count += 1
+                if cache:
+                    drafts[key] = drafted
+            if isinstance(drafted, str):
+                skipped.append(SkippedPatient(patient_id, resident_id, drafted))
+                continue
+            chosen.append(_Candidate(episode_id, patient_id, pact_id, municipality, level, age, sex, drafted))
+        if chosen:
+            plan_ids = store.reserve_ids(CarePlanRecord, len(chosen))
+            version_ids = store.reserve_ids(PlanVersion, len(chosen))
+            store.write(chosen, plan_ids, version_ids)
+        plans += len(chosen)
+        activities += sum(c.drafted.activities for c in chosen)
+        chunks += 1
+        if on_progress is not None:
+            on_progress(report())
+    detail = {"start": start.isoformat(), "plans": plans, "activities": activities, "skipped": len(skipped)}
+    record(session, actor=author, action="generate_all", entity="care_plan", detail=detail, at=at)
+    session.flush()
+    return report()
+
+
+def _candidates_query(start: date, end: date) -> Any:
+    """The patients ``generate_plan`` would accept for the 12 months from ``start``, one row each, by episode."""
+    later = aliased(CarePact)
+    return (
+        select(
+            Episode.id,
+            Patient.id,
+            CarePact.id,
+            Patient.resident_id,
+            Patient.sex,
+            Patient.birth_date,
+            Patient.municipality,
+            Patient.level,
+            Patient.pathologies,
+        )
+        .join(Patient, Patient.id == Episode.patient_id)
+        .join(CarePact, and_(CarePact.episode_id == Episode.id, CarePact.status == PactStatus.SIGNED))
+        .where(
+            Episode.closed_on.is_(None),
+            Episode.state.in_(sorted(PLANNABLE)),
+            # the latest signed-or-revoked version rules (presa.care.pact.processing_decision)
+            ~exists().where(
+                later.episode_id == Episode.id,
+                later.status.in_((PactStatus.SIGNED, PactStatus.REVOKED)),
+                later.version > CarePact.version,
+            ),
+            exists().where(PactScope.pact_id == CarePact.id, PactScope.scope == ConsentScope.CARE),
+            ~exists().where(
+                CarePlanRecord.episode_id == Episode.id,
+                CarePlanRecord.status.in_((PlanStatus.DRAFT, PlanStatus.ACTIVE)),
+                CarePlanRecord.start_on < end,
+                CarePlanRecord.end_on > start,
+            ),
+        )
+        .order_by(Episode.id)
+    )
+
+
+def _age_on(birth_date: date, day: date) -> int:
+    """As ``Patient.age_on``."""
+    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+def _age_key(templates: TemplateSet, age: int) -> int | tuple[str, int]:
+    """Patients between two age breakpoints merge alike (``presa.care.plan.merge_pathways``)."""
+    if age in USUAL_AGES:
+        return bisect_right(templates.age_breakpoints, age)
+    return ("age", age)
+
+
+def _draft(
+    store: _Store,
+    pathologies: tuple[str, ...],
+    level: int,
+    age: int,
+    sex: str,
+    municipality: str | None,
+    templates: TemplateSet,
+) -> _Drafted | str:
+    """The plan of one combination of inputs, rendered for the store; or why it cannot be built."""
+    if sex not in ("M", "F"):
+        return f"sex must be 'M' or 'F', not {sex!r}"
+    checked: Sex = "M" if sex == "M" else "F"
+    try:
+        plan = draft_care_plan(
+            pathologies,
+            level=level,
+            age=age,
+            sex=checked,
+            start=store.run.start,
+            municipality=municipality,
+            templates=templates,
+        )
+    except ValueError as exc:
+        return str(exc)
+    merged = plan.merged
+    pathways, generic = list(merged.pathways), list(merged.generic_follow_up)
+    return _Drafted(list(merged.pathologies), pathways, generic, len(plan.activities), store.render(plan))
+
+
+# --- the two stores ------------------------------------------------------------------------------------------
+
+
+class _Store:
+    """What differs between PostgreSQL and SQLite: streaming the candidates, taking ids, rendering and writing."""
+
+    def __init__(self, connection: Connection, run: _Run) -> None:
+        self.connection, self.run = connection, run
+
+    def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
+        raise NotImplementedError
+
+    def reserve_ids(self, model: type[Any], count: int) -> Sequence[int]:
+        raise NotImplementedError
+
+    def render(self, plan: CarePlan) -> Any:
+        raise NotImplementedError
+
+    def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class _CopyText:
+    """A distinct plan's rows as COPY text: the middle of its plan row, its audit detail, its activity tails."""
+
+    plan: str
+    audit: str
+    activities: tuple[str, ...]
+
+
+class _PostgresStore(_Store):
+    """One server-side cursor over the candidates; ids from the sequences; every row by COPY, as text."""
+
+    def __init__(self, connection: Connection, run: _Run) -> None:
+        super().__init__(connection, run)
+        at, author = _text(run.at.isoformat()), _text(run.author)
+        self._plan_tail = f"\t{run.start.isoformat()}\t{run.end.isoformat()}\t{PlanStatus.DRAFT.value}\t1"
+        self._plan_tail += f"\t{_text(run.digest)}\t{at}\t{author}\n"
+        self._version_tail = f"\t1\t{author}\t{at}\n"
+        self._audit_head = f"{at}\t{author}\t{_text(run.remote_addr)}\tgenerate\tcare_plan\t"
+        self._activity_parts: dict[PlanActivity, str] = {}
+
+    def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
+        # A cursor is planned for its first rows (cursor_tuple_fraction 0.1: nested loops); all of them are wanted.
+        setting = "cursor_tuple_fraction"
+        with self._driver().cursor() as cursor:
+            cursor.execute("SELECT current_setting(%s), set_config(%s, '1', true)", (setting, setting))
+            row = cursor.fetchone()
+        previous = str(row[0]) if row else "0.1"
+        result = self.connection.execute(query, execution_options={"yield_per": chunk_size})
+        try:
+            with self._driver().cursor() as cursor:
+                cursor.execute("SELECT set_config(%s, %s, true)", (setting, previous))
+            yield from result.partitions()
+        finally:
+            result.close()
+
+    def reserve_ids(self, model: type[Any], count: int) -> Sequence[int]:
+        table = table_of(model)
+        statement = sql.SQL("SELECT nextval(pg_get_serial_sequence({}, 'id')) FROM generate_series(1, %s)").format(
+            sql.Literal(table.name)
+        )
+        with self._driver().cursor() as cursor:
+            cursor.execute(statement, (count,))
+            return [int(row[0]) for row in cursor.fetchall()]
+
+    def render(self, plan: CarePlan) -> _CopyText:
+        merged = plan.merged
+        middle = "\t".join(
+            (
+                str(merged.level),
+                _text(merged.sex),
+                _text(_json(merged.pathologies)),
+                _text(_json(merged.pathways)),
+                _text(_json(merged.generic_follow_up)),
+            )
+        )
+        detail = {"start": plan.start.isoformat(), "activities": len(plan.activities), "pathways": merged.pathways}
+        return _CopyText(middle, _text(_json(detail)), tuple(self._activity_tail(p) for p in plan.activities))
+
+    def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
+        plan_tail, version_tail, audit_head = self._plan_tail, self._version_tail, self._audit_head
+
+        def plans() -> Iterator[str]:
+            for plan_id, c in zip(plan_ids, chosen, strict=True):
+                municipality = "\\N" if c.municipality is None else _text(c.municipality)
+                text: _CopyText = c.drafted.rendered
+                yield f"{plan_id}\t{c.episode_id}\t{c.patient_id}\t{c.pact_id}\t{municipality}\t{c.age}\t"
+                yield text.plan
+                yield plan_tail
+
+        def versions() -> Iterator[str]:
+            for version_id, plan_id in zip(version_ids, plan_ids, strict=True):
+                yield f"{version_id}\t{plan_id}{version_tail}"
+
+        def activities() -> Iterator[str]:
+            for version_id, c in zip(version_ids, chosen, strict=True):
+                tails: tuple[str, ...] = c.drafted.rendered.activities
+                if tails:
+                    prefix = str(version_id)
+                    yield prefix + ("\n" + prefix).join(tails) + "\n"
+
+        def audit() -> Iterator[str]:
+            for plan_id, c in zip(plan_ids, chosen, strict=True):
+                yield f"{audit_head}{plan_id}\t{c.patient_id}\t{c.drafted.rendered.audit}\n"
+
+        self._copy(CarePlanRecord, PLAN_COLUMNS, plans())
+        self._copy(PlanVersion, VERSION_COLUMNS, versions())
+        self._copy(PlanActivityRecord, ACTIVITY_COLUMNS, activities())
+        self._copy(AuditEvent, AUDIT_COLUMNS, audit())
+
+    def _copy(self, model: type[Any], columns: Sequence[str], pieces: Iterator[str]) -> None:
+        table = table_of(model)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        )
+        with self._driver().cursor() as cursor, cursor.copy(statement) as copy:
+            batch: list[str] = []
+            for piece in pieces:
+                batch.append(piece)
+                if len(batch) >= WRITE_PATIENTS:
+                    copy.write("".join(batch))
+                    batch.clear()
+            if batch:
+                copy.write("".join(batch))
+
+    def _activity_tail(self, planned: PlannedActivity) -> str:
+        """A tab, then every column of the activity's row after ``version_id``, as COPY text."""
+        activity = planned.activity
+        part = self._activity_parts.get(activity)
+        if part is None:
+            a = activity
+            values = (
+                a.key,
+                a.code,
+                a.kind,
+                a.discipline,
+                a.provider,
+                a.description_it,
+                a.description_en,
+                repr(float(a.times_per_year)),
+                "t" if a.precedes_visit else "f",
+                _json(a.pathways),
+                _json(a.conditions),
+            )
+            part = self._activity_parts[activity] = "".join("\t" + _text(v) for v in values)
+        return f"\t{_text(planned.id)}\t{planned.day.isoformat()}\t{_text(planned.origin)}{part}"
+
+    def _driver(self) -> Any:
+        driver = self.connection.connection.driver_connection
+        if driver is None:  # pragma: no cover - a live connection always has one
+            raise RuntimeError("no DBAPI connection to COPY through")
+        return driver
+
+
+class _SqliteStore(_Store):
+    """Candidates page by page (the store is written while they are read); ids after the largest; executemany."""
+
+    def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
+        after = 0
+        while rows := self.connection.execute(query.where(Episode.id > after).limit(chunk_size)).all():
+            after = rows[-1][0]
+            yield rows
+
+    def reserve_ids(self, model: type[Any], count: int) -> Sequence[int]:
+        table = table_of(model)
+        largest = self.connection.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
+        first = int(largest or 0) + 1
+        return range(first, first + count)
+
+    def render(self, plan: CarePlan) -> tuple[tuple[Any, ...], ...]:
+        """Each activity as the values SQLAlchemy's SQLite types would bind, but ``version_id``."""
+        return tuple(_sqlite_values(p) for p in plan.activities)
+
+    def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
+        run, connection = self.run, self.connection
+        plans = list(zip(plan_ids, chosen, strict=True))
+
+        def plan_row(plan_id: int, c: _Candidate) -> tuple[Any, ...]:
+            d = c.drafted
+            return (
+                *(plan_id, c.episode_id, c.patient_id, c.pact_id, c.municipality, c.age, c.level, c.sex),
+                *(d.pathologies, d.pathways, d.generic_follow_up, run.start, run.end, PlanStatus.DRAFT, 1),
+                *(run.digest, run.at, run.author),
+            )
+
+        def audit_row(plan_id: int, c: _Candidate) -> tuple[Any, ...]:
+            detail = {
+                "start": run.start.isoformat(),
+                "activities": c.drafted.activities,
+                "pathways": c.drafted.pathways,
+            }
+            return (run.at, run.author, run.remote_addr, "generate", "care_plan", str(plan_id), c.patient_id, detail)
+
+        bulk_insert(connection, table_of(CarePlanRecord), PLAN_COLUMNS, (plan_row(p, c) for p, c in plans))
+        bulk_insert(
+            connection,
+            table_of(PlanVersion),
+            VERSION_COLUMNS,
+            ((v, p, 1, run.author, run.at) for v, p in zip(version_ids, plan_ids, strict=True)),
+        )
+        marks = ", ".join("?" * len(ACTIVITY_COLUMNS))
+        statement = f"INSERT INTO {table_of(PlanActivityRecord).name} ({', '.join(ACTIVITY_COLUMNS)}) VALUES ({marks})"
+        rows = [(v, *values) for v, c in zip(version_ids, chosen, strict=True) for values in c.drafted.rendered]
+        if rows:
+            connection.exec_driver_sql(statement, rows)
+        bulk_insert(connection, table_of(AuditEvent), AUDIT_COLUMNS, (audit_row(p, c) for p, c in plans))
+
+
+def _text(value: str | None) -> str:
+    """A value in COPY's text format."""
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _json(value: Any) -> str:
+    """JSON as ``presa.care.store.bulk`` writes it."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _sqlite_values(planned: PlannedActivity) -> tuple[Any, ...]:
+    a = planned.activity
+    return (
+        planned.id,
+        planned.day.isoformat(),
+        planned.origin,
+        a.key,
+        a.code,
+        a.kind,
+        a.discipline,
+        a.provider,
+        a.description_it,
+        a.description_en,
+        float(a.times_per_year),
+        int(a.precedes_visit),
+        json.dumps(list(a.pathways)),
+        json.dumps(list(a.conditions)),
+    )
