@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0003"
+HEAD = "0004"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -129,6 +129,7 @@ def test_migrations_ship_as_package_data() -> None:
         "r0001_initial_care_store.py",
         "r0002_accounts_and_api_tokens.py",
         "r0003_followup.py",
+        "r0004_web_sessions.py",
     ]
 
 

@@ -80,3 +80,38 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(64))
     last_used_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A signed-in browser: the SHA-256 of its cookie, its account, when it was last seen and when it ends.
+
+    A session ends at ``expires_at`` (absolute), after ``presa.auth.sessions.IDLE`` without a request, or when it
+    is closed (sign-out, password change, account disabled): ``closed_at``.
+    """
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (CheckConstraint("expires_at > created_at", name="expires_after_start"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(200))
+
+
+class SignInFailures(Base):
+    """Failed sign-ins of one username (known or not), for the lock-out: how many since when, locked until when."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (CheckConstraint("failures >= 0", name="failures_not_negative"),)
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int]
+    first_failure_at: Mapped[datetime]
+    last_failure_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]

@@ -1,5 +1,5 @@
 """The FastAPI app: the REST API under ``/api``, its OpenAPI document at ``/api/openapi.json`` (interactive at
-``/api/docs``).
+``/api/docs``), and the web pages everywhere else (``presa.web.pages``).
 
 ``create_app`` connects to the care store (``PRESA_DATABASE_URL`` by default, see ``presa.care.store``) and reads
 the secret key of pseudonyms and invitation codes (``presa.care.pseudonyms``). It does not migrate the store:
@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from presa.care.pseudonyms import check_key, secret_key
 from presa.care.store import make_engine, session_factory
-from presa.web import errors
+from presa.web import errors, pages
 from presa.web.access import Pseudonyms
 from presa.web.api import router
 from presa.web.deps import AppState
@@ -56,4 +56,5 @@ def create_app(database_url: str | None = None, *, key: bytes | None = None) -> 
     app.state.presa = state
     errors.install(app)
     app.include_router(router, prefix="/api")
+    pages.install(app)  # the web application (docs/WEB.md)
     return app

@@ -261,6 +261,38 @@ def assign_clinical_manager(
     return episode
 
 
+def assign_case_manager(
+    session: Session, episode_id: int, practitioner_id: int | None, *, author: str, on: date | None = None
+) -> Episode:
+    """Name (or change, or with ``None`` remove) the case manager of an episode that has a gestore: a practitioner
+    holding the case-manager role within that gestore on the day."""
+    episode = episode_for_update(session, episode_id)
+    if episode.gestore_id is None or episode.state not in TAKEN_IN_CHARGE:
+        raise CareError(f"episode {episode.id} is '{episode.state}': a case manager is named once a gestore is chosen")
+    gestore = get(session, Gestore, episode.gestore_id, "gestore")
+    day = on or today_in_italy()
+    if (
+        practitioner_id is not None
+        and active_role(session, practitioner_id, gestore.id, RoleKind.CASE_MANAGER, day) is None
+    ):
+        raise CareError(
+            f"practitioner {practitioner_id} is not a case manager of gestore {gestore.code} on {day.isoformat()}"
+        )
+    previous = episode.case_manager_id
+    episode.case_manager_id = practitioner_id
+    session.flush()
+    record(
+        session,
+        actor=author,
+        action="assign_case_manager",
+        entity="episode",
+        entity_id=episode.id,
+        patient_id=episode.patient_id,
+        detail={"from": previous, "to": practitioner_id},
+    )
+    return episode
+
+
 def check_clinical_manager(session: Session, practitioner_id: int, gestore: Gestore, on: date) -> None:
     if active_role(session, practitioner_id, gestore.id, RoleKind.CLINICAL_MANAGER, on) is None:
         raise CareError(

@@ -1,0 +1,219 @@
+"""Browser sessions and the sign-in lock-out, for the web pages (``presa.web.pages``).
+
+- A session is a random cookie value (256 bits); the store keeps only its SHA-256 (``web_sessions``), so a copy of
+  the database opens no session. It ends :data:`LIFETIME` after sign-in, after :data:`IDLE` without a request, at
+  sign-out, and for every session of the account when its password changes.
+- The CSRF token of a session is an HMAC of the session's hash under the app's secret key: nothing more to store,
+  different for every session, useless without the key.
+- Lock-out: the failed sign-ins of a username - known or not, so the lock says nothing about which usernames exist -
+  are counted in ``sign_in_failures`` (how many, the first and the last, and until when the name is locked).
+  :data:`MAX_FAILURES` failures within :data:`WINDOW` lock the username for :data:`LOCK`; while it is locked even
+  the right password is refused, without being checked. A successful sign-in forgets the failures.
+
+Like every service, these never commit: the caller's transaction does (a refused sign-in must still be
+committed, so that its failure counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from presa.auth.models import Account, SignInFailures, WebSession
+from presa.auth.service import AuthError, authenticate, change_password, check_password_strength
+from presa.care.service.common import get, now
+from presa.care.store.audit import record
+
+LIFETIME = timedelta(hours=8)
+IDLE = timedelta(minutes=30)
+TOUCH_EVERY = timedelta(seconds=60)
+"""How stale ``last_seen_at`` may get before a request writes it again (one write a minute, not one a page)."""
+MAX_FAILURES = 5
+WINDOW = timedelta(minutes=15)
+LOCK = timedelta(minutes=15)
+COOKIE_BYTES = 32
+
+
+class LockedOutError(AuthError):
+    """Too many failed sign-ins for this username: refused until ``until``."""
+
+    def __init__(self, until: datetime) -> None:
+        self.until = until
+        super().__init__(f"too many failed sign-ins: try again after {until.isoformat(timespec='minutes')}")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSession:
+    """A new session: ``cookie`` goes to the browser once and is never stored."""
+
+    cookie: str
+    record: WebSession
+    account: Account
+
+
+def digest(cookie: str) -> str:
+    return hashlib.sha256(cookie.encode("utf-8")).hexdigest()
+
+
+def csrf_token(key: bytes, session: WebSession) -> str:
+    """The session's CSRF token: HMAC-SHA-256 of its stored hash under the secret key."""
+    return hmac.new(key, b"csrf:" + session.token_hash.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def check_csrf(key: bytes, session: WebSession, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(csrf_token(key, session), given or "")
+
+
+def normal_username(username: str) -> str:
+    return username.strip().lower()[:64]
+
+
+def sign_in(
+    session: Session,
+    username: str,
+    password: str,
+    *,
+    remote_addr: str | None = None,
+    user_agent: str | None = None,
+    at: datetime | None = None,
+) -> OpenedSession:
+    """Check the password (unless the username is locked out) and open a session; count a failure otherwise."""
+    at = at or now()
+    name = normal_username(username)
+    failures = _failures(session, name)
+    if failures is not None and failures.locked_until is not None and failures.locked_until > at:
+        record(session, actor=name or "?", action="sign_in_locked", entity="account", at=at)
+        raise LockedOutError(failures.locked_until)
+    try:
+        account = authenticate(session, name, password, at=at)
+    except AuthError:
+        count_failure(session, name, at=at)
+        raise
+    if failures is not None:
+        session.delete(failures)
+    return open_session(session, account, remote_addr=remote_addr, user_agent=user_agent, at=at)
+
+
+def count_failure(session: Session, username: str, *, at: datetime | None = None) -> SignInFailures:
+    """One more failure for ``username``; the :data:`MAX_FAILURES`-th within :data:`WINDOW` locks it out."""
+    at = at or now()
+    name = normal_username(username)
+    row = _failures(session, name)
+    if row is None:
+        row = SignInFailures(username=name, failures=0, first_failure_at=at, last_failure_at=at, locked_until=None)
+        session.add(row)
+    elif row.first_failure_at <= at - WINDOW or (row.locked_until is not None and row.locked_until <= at):
+        row.failures, row.first_failure_at, row.locked_until = 0, at, None
+    row.failures += 1
+    row.last_failure_at = at
+    if row.failures >= MAX_FAILURES:
+        row.locked_until = at + LOCK
+        record(
+            session,
+            actor=name or "?",
+            action="lock_out",
+            entity="account",
+            detail={"failures": row.failures, "until": row.locked_until.isoformat()},
+            at=at,
+        )
+    session.flush()
+    return row
+
+
+def open_session(
+    session: Session,
+    account: Account,
+    *,
+    remote_addr: str | None = None,
+    user_agent: str | None = None,
+    at: datetime | None = None,
+) -> OpenedSession:
+    at = at or now()
+    cookie = secrets.token_urlsafe(COOKIE_BYTES)
+    stored = WebSession(
+        account_id=account.id,
+        token_hash=digest(cookie),
+        created_at=at,
+        last_seen_at=at,
+        expires_at=at + LIFETIME,
+        remote_addr=remote_addr[:64] if remote_addr else None,
+        user_agent=user_agent[:200] if user_agent else None,
+    )
+    session.add(stored)
+    session.flush()
+    record(session, actor=account.username, action="open_session", entity="web_session", entity_id=stored.id, at=at)
+    return OpenedSession(cookie, stored, account)
+
+
+def session_of(
+    session: Session, cookie: str | None, *, at: datetime | None = None
+) -> tuple[WebSession, Account] | None:
+    """The live session the cookie names and its active account, or None; refreshes ``last_seen_at``."""
+    if not cookie or len(cookie) > 100:
+        return None
+    at = at or now()
+    stored = session.scalars(select(WebSession).where(WebSession.token_hash == digest(cookie))).first()
+    if stored is None or stored.closed_at is not None or stored.expires_at <= at or stored.last_seen_at + IDLE <= at:
+        return None
+    account = session.get(Account, stored.account_id)
+    if account is None or not account.active:
+        return None
+    if at - stored.last_seen_at >= TOUCH_EVERY:
+        stored.last_seen_at = at
+    return stored, account
+
+
+def close_session(session: Session, stored: WebSession, *, author: str, at: datetime | None = None) -> None:
+    at = at or now()
+    if stored.closed_at is None:
+        stored.closed_at, stored.closed_by = at, author[:64]
+        session.flush()
+        record(session, actor=author, action="close_session", entity="web_session", entity_id=stored.id, at=at)
+
+
+def close_all_sessions(session: Session, account_id: int, *, author: str, at: datetime | None = None) -> None:
+    at = at or now()
+    session.execute(
+        update(WebSession)
+        .where(WebSession.account_id == account_id, WebSession.closed_at.is_(None), WebSession.expires_at > at)
+        .values(closed_at=at, closed_by=author[:64]),
+        execution_options={"synchronize_session": "fetch"},
+    )
+    record(session, actor=author, action="close_sessions", entity="account", entity_id=account_id, at=at)
+
+
+def change_password_and_reopen(
+    session: Session,
+    stored: WebSession,
+    *,
+    old: str,
+    new: str,
+    remote_addr: str | None = None,
+    user_agent: str | None = None,
+    at: datetime | None = None,
+) -> OpenedSession:
+    """Change the account's password knowing the old one (a wrong one counts as a failed sign-in), close every
+    session and API token of the account, and open a new session for this browser."""
+    at = at or now()
+    account = get(session, Account, stored.account_id, "account")
+    failures = _failures(session, account.username)
+    if failures is not None and failures.locked_until is not None and failures.locked_until > at:
+        raise LockedOutError(failures.locked_until)
+    check_password_strength(new, account.username)  # before anything is written
+    try:
+        change_password(session, account.id, old=old, new=new, at=at)
+    except AuthError:
+        count_failure(session, account.username, at=at)
+        raise
+    close_all_sessions(session, account.id, author=account.username, at=at)
+    return open_session(session, account, remote_addr=remote_addr, user_agent=user_agent, at=at)
+
+
+def _failures(session: Session, username: str) -> SignInFailures | None:
+    return session.scalars(select(SignInFailures).where(SignInFailures.username == username).with_for_update()).first()
