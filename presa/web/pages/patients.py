@@ -360,7 +360,10 @@ async def sign(
     back = f"/patients/{pact.patient_id}#pact"
     form = await request.form()
     role, signer = form_text(form, "role", 40), form_text(form, "signer", 200)
-    signed_at = parse_instant(form_text(form, "signed_at", 40)) or datetime.now(UTC)
+    now = datetime.now(UTC)
+    signed_at = parse_instant(form_text(form, "signed_at", 40)) or now
+    if signed_at <= pact.drafted_at < signed_at + timedelta(minutes=1):
+        signed_at = min(pact.drafted_at, now)  # the form gives minutes: the minute the pact was drafted in
     if page.me.role is Role.PATIENT and role not in PATIENT_SIDE:
         raise ApiError(403, "a patient account signs on the patient's side")
     return attempt(
@@ -372,7 +375,7 @@ async def sign(
             pact.id,
             role=role,
             signer=signer,
-            signed_at=min(signed_at, datetime.now(UTC)),
+            signed_at=min(signed_at, now),
             author=page.me.username,
         ),
     )
