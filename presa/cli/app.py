@@ -16,7 +16,6 @@ from presa.stratify.accuracy import measure_accuracy, overall
 from presa.stratify.catalog import DEFAULT_CATALOG_DIR, load_catalog
 from presa.stratify.compile import compile_catalog
 from presa.stratify.pipeline import run_stratification
-from presa.stratify.report import report_run
 
 if TYPE_CHECKING:
     from presa.synth import SynthConfig
@@ -121,6 +120,8 @@ def demo(
         )
     print_load_counts(result.load)
     console.print(f"Stratified {result.engine.population:,} residents in {result.seconds:.1f} s into {run_dir}")
+    from presa.stratify.report import report_run  # matplotlib: loaded by the commands that draw
+
     report_run(run_dir, console)
     accuracy(run_dir, flows_dir / "truth.parquet")
     console.print(
@@ -185,6 +186,8 @@ def stratify(
         f"Stratified {result.engine.population:,} residents in {result.seconds:.1f} s "
         f"(engine {result.engine.seconds['engine']:.1f} s) into {out}"
     )
+    from presa.stratify.report import report_run  # matplotlib: loaded by the commands that draw
+
     report_run(out, console, charts=charts)
 
 
