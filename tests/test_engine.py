@@ -230,6 +230,8 @@ def test_levels_main_pathology_cluster_and_population(tmp_path: Path) -> None:
     assert four["main_pathology"] == "ckd"
     assert four["cluster"] == "ckd + copd + diabetes + hypertension"
     assert result["one"]["uses_services"] is True and result["nobody"]["uses_services"] is False
+    with_evidence = {row[0] for row in evidence(tmp_path)}
+    assert "one" in with_evidence and "dead" not in with_evidence, "no evidence for who is out of the population"
 
 
 def test_sql_agrees_with_the_python_semantics_on_random_residents(tmp_path: Path) -> None:

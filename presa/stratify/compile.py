@@ -366,15 +366,18 @@ def stages(condition: str, usage_from_store: bool, bounds: dict[str, str]) -> tu
         ("fired", FIRED),
         (
             "population",
-            POPULATION.format(recent_use=RECENT_USE_FROM_STORE if usage_from_store else RECENT_USE_BY_SCAN),
+            POPULATION.format(
+                recent_use=RECENT_USE_FROM_STORE if usage_from_store else RECENT_USE_BY_SCAN,
+                in_population=IN_POPULATION,
+            ),
         ),
         ("present_cases", PRESENT_CASES),
-        ("present", PRESENT.format(condition=condition)),
         # Scanned only when the store cannot answer; the constant filter leaves an empty table otherwise.
         ("service_users", SERVICE_USERS.format(scan="FALSE" if usage_from_store else "TRUE")),
-        ("present_sets", PRESENT_SETS),
+        ("present_sets", PRESENT_SETS.format(condition=condition)),
         ("clusters", CLUSTERS),
         ("stratified", STRATIFIED),
+        ("outsiders", OUTSIDERS.format(in_population=IN_POPULATION)),
         ("evidence", EVIDENCE),
         ("cluster_table", CLUSTER_TABLE),
     )
@@ -454,10 +457,14 @@ SELECT r.resident_key, r.sex,
        {recent_use} AS recent_use
 FROM residents AS r
 CROSS JOIN params AS p
-WHERE r.registration_date <= p.reference_date
-  AND (r.death_date IS NULL OR r.death_date > p.reference_date)
-  AND r.birth_date <= p.reference_date
+WHERE {in_population}
 """
+
+# Who belongs to the population at the reference date: registered, born, alive.
+IN_POPULATION = (
+    "(r.registration_date <= p.reference_date AND (r.death_date IS NULL OR r.death_date > p.reference_date) "
+    "AND r.birth_date <= p.reference_date)"
+)
 
 # Any record in the service-use window tells occasional users (level 4) from non-users (level 5). When the
 # reference date is on or after the store's last record, the last service date the loader kept per resident
@@ -474,19 +481,6 @@ FROM (
   GROUP BY f.resident_key, f.pathology_no
 ) AS f
 JOIN population AS pop ON pop.resident_key = f.resident_key
-"""
-
-# The criteria trees are evaluated once per distinct (pathology, mask, age, sex), a few thousand combinations, not
-# once per resident: a CASE over the whole catalog per row was the engine's most expensive step (measured 2.7x).
-PRESENT = """
-SELECT c.resident_key, c.pathology_no
-FROM present_cases AS c
-JOIN (
-  SELECT d.pathology_no, d.mask, d.age, d.sex
-  FROM (SELECT DISTINCT pathology_no, mask, age, sex FROM present_cases) AS d
-  WHERE {condition}
-) AS holds
-  ON holds.pathology_no = c.pathology_no AND holds.mask = c.mask AND holds.age = c.age AND holds.sex = c.sex
 """
 
 SERVICE_USERS = """
@@ -507,12 +501,20 @@ FROM (
 WHERE {scan}
 """
 
-# Each resident's set of present pathologies as two integers: cheap to aggregate and to join on.
+# Each resident's set of present pathologies as two integers: cheap to aggregate and to join on. The criteria
+# trees are evaluated once per distinct (pathology, mask, age, sex), a few thousand combinations, not once per
+# resident: a CASE over the whole catalog per row was the engine's most expensive step (measured 2.7x slower).
 PRESENT_SETS = """
-SELECT p.resident_key, CAST(SUM(pa.bit_lo) AS BIGINT) AS set_lo, CAST(SUM(pa.bit_hi) AS BIGINT) AS set_hi
-FROM present AS p
-JOIN pathologies AS pa ON pa.pathology_no = p.pathology_no
-GROUP BY p.resident_key
+SELECT c.resident_key, CAST(SUM(holds.bit_lo) AS BIGINT) AS set_lo, CAST(SUM(holds.bit_hi) AS BIGINT) AS set_hi
+FROM present_cases AS c
+JOIN (
+  SELECT pathology_no, d.mask, d.age, d.sex, pa.bit_lo, pa.bit_hi
+  FROM (SELECT DISTINCT pathology_no, mask, age, sex FROM present_cases) AS d
+  JOIN pathologies AS pa USING (pathology_no)
+  WHERE {condition}
+) AS holds
+  ON holds.pathology_no = c.pathology_no AND holds.mask = c.mask AND holds.age = c.age AND holds.sex = c.sex
+GROUP BY c.resident_key
 """
 
 # Exclusions and labels are worked out once per distinct set (tens of thousands), not per resident (millions):
@@ -563,14 +565,24 @@ JOIN levels AS l
  AND l.uses_services = (c.cluster_no IS NOT NULL OR COALESCE(pop.recent_use, su.resident_key IS NOT NULL))
 """
 
+# Residents the flows know but the population leaves out at the reference date (not yet registered or born, or
+# dead): few, so the evidence filters them with a small anti-join instead of joining the whole population.
+OUTSIDERS = """
+SELECT r.resident_key
+FROM residents AS r
+CROSS JOIN params AS p
+WHERE NOT {in_population}
+"""
+
 EVIDENCE = """
 SELECT f.resident_key, f.criterion_no, f.n_records, f.ddd, f.first_date, f.last_date,
        COALESCE((c.assigned_lo & pa.bit_lo) <> 0 OR (c.assigned_hi & pa.bit_hi) <> 0, FALSE) AS assigned
 FROM fired AS f
-JOIN population AS pop ON pop.resident_key = f.resident_key
 JOIN pathologies AS pa ON pa.pathology_no = f.pathology_no
+LEFT JOIN outsiders AS o ON o.resident_key = f.resident_key
 LEFT JOIN present_sets AS ps ON ps.resident_key = f.resident_key
 LEFT JOIN clusters AS c ON c.set_lo = ps.set_lo AND c.set_hi = ps.set_hi
+WHERE o.resident_key IS NULL
 """
 
 CLUSTER_TABLE = """

@@ -28,7 +28,7 @@ ProgressCallback = Callable[[str, int, int], None]
 
 # Stages read more than once are materialised; the rest are views inlined where they are used.
 MATERIALISED = frozenset(
-    {"code_map", "fired", "population", "present_cases", "present", "service_users", "present_sets", "clusters"}
+    {"code_map", "fired", "population", "present_cases", "service_users", "present_sets", "clusters", "outsiders"}
 )
 
 PARAM_SCHEMAS: dict[str, pa.Schema] = {
