@@ -13,6 +13,10 @@ Patients (pathologies from ``tests.carebuilder``):
 Accounts: ``analyst`` (ATS 321), ``analyst322``; ``admin1``, ``clin1`` (GP1), ``clin1b`` (a specialist of
 COOP1 who follows nobody), ``case1``, ``oper1`` of COOP1; ``admin2``, ``clin2`` (GP2), ``case2``, ``oper2`` of
 COOP2; ``patient1`` (A1), ``patient2`` (A2).
+
+:func:`add_followup` takes A1 on to the follow-up: the plan activated, NU1 as case manager, a clinic (``AMB1``) in
+COOP1's network with ECG and HbA1c schedules and slots, the ECG booked, the work list refreshed, and a discharge
+posted yesterday (its follow-up item is ``world.item_id``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from presa.care.service import choose_gestore, draft_pact, generate_plan, invite
 from presa.care.service.organisations import assign_role, create_gestore, register_practitioner
 from presa.care.store import session_factory
 from presa.care.store.models import Gestore, Patient, Practitioner
+from presa.followup.store import Schedule
 from presa.web.app import create_app
 from tests.carebuilder import ALL_SCOPES, CareRuns
 from tests.pgserver import free_port
@@ -70,6 +75,12 @@ class World:
     other_pact_id: int = 0
     batch_321: int = 0
     batch_322: int = 0
+    provider_id: int = 0
+    schedules: dict[str, int] = field(default_factory=dict)
+    booking_id: int = 0
+    item_id: int = 0
+    activity_id: str = ""
+    slot_id: int = 0
 
     def pseudonym(self, resident: str) -> str:
         return pseudonym(KEY, self.resident_ids[resident])
@@ -162,6 +173,41 @@ def build_world(engine: Engine, runs_dir: Path) -> World:
             )
             world.tokens[username] = issue_token(db, account.id).token
     return world
+
+
+def add_followup(engine: Engine, world: World) -> None:
+    """A1 in follow-up (the module docstring): activities, a booking, work items, slots to book."""
+    from presa.care.service import activate_plan
+    from presa.care.service.episodes import assign_case_manager
+    from presa.followup.service.booking import book, free_slots, planned_activity
+    from presa.followup.service.transitions import open_transition
+    from presa.followup.service.worklist import refresh_worklist
+    from tests.followupbuilder import clinic
+
+    today = date.today()
+    with session_factory(engine)() as db, db.begin():
+        plan = activate_plan(db, world.plan_id, author="setup")
+        assign_case_manager(db, plan.episode_id, world.practitioners["NU1"], author="setup")
+        world.schedules = clinic(
+            db,
+            world.gestori["COOP1"],
+            ("89.52", "90.27.1"),
+            publish_from=today + timedelta(days=1),
+            publish_until=today + timedelta(days=200),
+        )
+        world.provider_id = db.scalars(
+            select(Schedule.provider_id).where(Schedule.id == world.schedules["89.52"])
+        ).one()
+        moment = datetime.now(UTC)
+        ecg = planned_activity(db, plan.id, "89.52-01")
+        world.booking_id = book(db, plan.id, ecg.activity_id, free_slots(db, ecg, not_before=moment)[0].id,
+                                author="setup").id  # fmt: skip
+        world.activity_id = "90.27.1-01"
+        world.slot_id = free_slots(db, planned_activity(db, plan.id, world.activity_id), not_before=moment)[0].id
+        refresh_worklist(db, today=today)
+        transition = open_transition(db, plan.patient_id, "discharge", today - timedelta(days=1), source="api",
+                                     author="setup")  # fmt: skip
+        world.item_id = transition.follow_up_item_id
 
 
 def _gestore(db: Session, code: str, ats: str, since: date) -> Gestore:

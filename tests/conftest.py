@@ -7,7 +7,8 @@
 - ``db_engine``: the migrated engine itself, for tests that need their own connections;
 - ``empty_database``: a URL of a fresh empty database, for the migration tests;
 - ``api``: the API served by uvicorn on a free port over a database of its own, filled by
-  ``tests.apiworld.build_world`` (module-scoped: one server per test module and backend);
+  ``tests.apiworld.build_world`` (module-scoped: one server per test module and backend; a module setting
+  ``FOLLOWUP_WORLD = True`` also gets ``add_followup``);
 - ``pg_server``: the PostgreSQL server (tests/pgserver.py); one database per test session, ``presa_test_<pid>``,
   dropped at the end. No server means failure, never a skip.
 """
@@ -26,7 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from presa.care.store import make_engine, upgrade
-from tests.apiworld import LiveServer, World, build_world
+from tests.apiworld import LiveServer, World, add_followup, build_world
 from tests.pgserver import PgServer, PgUnavailableError, acquire
 
 BACKENDS = ("sqlite", "postgresql")
@@ -144,10 +145,13 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def api(api_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def api(request: pytest.FixtureRequest, api_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The live API; a module that sets ``FOLLOWUP_WORLD = True`` gets A1 in follow-up (``add_followup``)."""
     engine = make_engine(api_database)
     try:
         world = build_world(engine, tmp_path_factory.mktemp("api-runs"))
+        if getattr(request.module, "FOLLOWUP_WORLD", False):
+            add_followup(engine, world)
     finally:
         engine.dispose()
     with LiveServer(api_database) as server, server.client() as http:

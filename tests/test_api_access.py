@@ -8,7 +8,7 @@ against a second statement of it rather than against itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -33,7 +33,10 @@ OUT_OF_SCOPE = {  # the same roles, outside A1's scope: another ATS, gestore, GP
 }
 ALL = frozenset(ROLE_ACCOUNTS)
 STAFF = frozenset({"gestore_admin", "clinician", "case_manager", "operator"})
+SERVICE_CENTRE = frozenset({"gestore_admin", "case_manager", "operator"})
+ADMIN = frozenset({"gestore_admin"})
 TODAY = date.today().isoformat()
+FOLLOWUP_WORLD = True  # tests.conftest.api: A1 also has an active plan, a booking, work items, a clinic
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,40 @@ ENDPOINTS = [
     ),
     Endpoint("POST", "/api/practitioners/{gp1}/opt-out", frozenset({"clinician"}), {}, scoped=False),
     Endpoint("GET", "/api/audit", frozenset({"ats_analyst"}), scoped=False),
+    # the follow-up
+    Endpoint("GET", "/api/work-items", STAFF | {"ats_analyst"}, scoped=False),
+    Endpoint("POST", "/api/work-items/{item}/assign", STAFF, {"owner_id": "{nu1:int}"}),
+    Endpoint("POST", "/api/work-items/{item}/snooze", STAFF, {"until": "{tomorrow}", "reason": "test"}),
+    Endpoint("POST", "/api/work-items/{item}/close", STAFF, {"outcome": "test"}),
+    Endpoint("GET", "/api/patients/{patient}/timeline", STAFF | {"patient"}),
+    Endpoint("GET", "/api/providers/{provider}/schedules", STAFF, scoped=False),
+    Endpoint(
+        "POST",
+        "/api/providers/{provider}/schedules",
+        ADMIN,
+        {
+            "service_code": "89.52",
+            "name": "ECG",
+            "slot_minutes": 20,
+            "openings": [{"weekday": 0, "starts": "14:00", "ends": "16:00"}],
+            "valid_from": TODAY,
+        },
+        scoped=False,
+    ),
+    Endpoint("POST", "/api/providers/{provider}/closures", ADMIN, {"day": TODAY, "reason": "test"}, scoped=False),
+    Endpoint("GET", "/api/schedules/{schedule}/slots", STAFF, scoped=False),
+    Endpoint("POST", "/api/schedules/{schedule}/slots", ADMIN, {"start": TODAY, "end": "{in30}"}, scoped=False),
+    Endpoint("GET", "/api/plans/{plan}/activities/{activity}/slots", SERVICE_CENTRE),
+    Endpoint("POST", "/api/plans/{plan}/activities/{activity}/booking", SERVICE_CENTRE, {"slot_id": "{slot:int}"}),
+    Endpoint("POST", "/api/bookings/{booking}/reschedule", SERVICE_CENTRE, {"slot_id": "{slot:int}", "reason": "t"}),
+    Endpoint("POST", "/api/bookings/{booking}/cancel", SERVICE_CENTRE, {"reason": "test"}),
+    Endpoint("POST", "/api/plans/{plan}/bookings/preview", SERVICE_CENTRE),
+    Endpoint("POST", "/api/plans/{plan}/bookings", SERVICE_CENTRE),
+    Endpoint("POST", "/api/plans/{plan}/activities/{activity}/done", STAFF, {"done_on": TODAY, "note": "test"}),
+    Endpoint(
+        "POST", "/api/patients/{patient}/contacts", SERVICE_CENTRE, {"direction": "outbound", "outcome": "refused"}
+    ),
+    Endpoint("POST", "/api/patients/{patient}/care-transitions", STAFF, {"kind": "er_visit", "event_on": TODAY}),
 ]
 # Where the right role outside its scope is told 403 rather than 404: ATS, gestore or self that is not theirs.
 SCOPE_403 = {
@@ -156,6 +193,9 @@ SCOPE_403 = {
     "POST /api/gestori/{coop1}/network": {"gestore_admin"},
     "POST /api/gestori/{coop1}/roles": {"gestore_admin"},
     "POST /api/practitioners/{gp1}/opt-out": {"clinician"},
+    "POST /api/providers/{provider}/schedules": {"gestore_admin"},
+    "POST /api/providers/{provider}/closures": {"gestore_admin"},
+    "POST /api/schedules/{schedule}/slots": {"gestore_admin"},
 }
 
 
@@ -168,11 +208,21 @@ def fill(api: Api, text: str, account: str, *, missing: bool = False) -> str:
         "batch": str(w.batch_321),
         "coop1": str(w.gestori["COOP1"]),
         "gp1": str(w.practitioners["GP1"]),
+        "nu1": str(w.practitioners["NU1"]),
         "now": datetime.now(UTC).isoformat(),
+        "tomorrow": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        "in30": (date.today() + timedelta(days=30)).isoformat(),
+        "item": str(w.item_id),
+        "booking": str(w.booking_id),
+        "provider": str(w.provider_id),
+        "schedule": str(w.schedules.get("89.52", 0)),
+        "activity": w.activity_id,
+        "slot": str(w.slot_id),
     }
     if missing:
         values.update(patient=values["patient"] if account.startswith("analyst") else "999999")
-        values.update(pact="999999", plan="999999", batch="999999")
+        values.update(pact="999999", plan="999999", batch="999999", item="999999", booking="999999")
+        values.update(provider="999999", schedule="999999")
     for name, value in values.items():
         text = text.replace("{" + name + "}", value)
     return text
@@ -225,6 +275,11 @@ def test_the_table_covers_every_operation_of_the_openapi_document(api: Api) -> N
         .replace("{batch}", "{batch_id}")
         .replace("/gestori/{coop1}", "/gestori/{gestore_id}")
         .replace("/practitioners/{gp1}", "/practitioners/{practitioner_id}")
+        .replace("{item}", "{item_id}")
+        .replace("{booking}", "{booking_id}")
+        .replace("{provider}", "{provider_id}")
+        .replace("{schedule}", "{schedule_id}")
+        .replace("{activity}", "{activity_id}")
         for e in ENDPOINTS
     }
     assert operations == normalised

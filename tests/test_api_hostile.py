@@ -21,6 +21,8 @@ from tests.apiworld import PASSWORD
 from tests.conftest import Api
 from tests.test_api_access import ENDPOINTS, ROLE_ACCOUNTS, Endpoint, body_for, fill
 
+FOLLOWUP_WORLD = True  # every endpoint of the table has its target (tests.conftest.api)
+
 HOSTILE_VALUES: list[Any] = [
     None,
     0,
@@ -194,4 +196,7 @@ def test_the_store_is_intact_after_the_hostile_requests(api: Api) -> None:
     gestori = api.http.get("/api/gestori", headers=w.headers("admin1")).json()
     assert sorted(g["code"] for g in gestori) == ["ASST3", "COOP1", "COOP2"]
     providers = api.http.get("/api/providers", headers=w.headers("admin1")).json()
-    assert providers == []
+    assert [p["code"] for p in providers] == ["AMB1"]
+    timeline = api.http.get(f"/api/patients/{w.patients['A1']}/timeline", headers=w.headers("case1")).json()
+    assert [b["id"] for b in timeline["bookings"]] == [w.booking_id] and not timeline["contacts"]
+    assert len(timeline["transitions"]) == 1 and all(a["status"] == "open" for a in timeline["alerts"])

@@ -6,7 +6,9 @@ Two questions, answered in this order for every request:
    it; a role without it gets 403, before anything is looked up (so a 403 says nothing about any patient).
 2. **Is this patient within the account's scope?** :func:`scope_condition` is the SQL condition every patient
    query carries (:func:`patients_query`, :func:`visible_patient`); a patient outside it answers 404, exactly as a
-   patient that does not exist. Pacts, plans and batches are reached through their patient (or ATS) the same way.
+   patient that does not exist. Pacts, plans and batches are reached through their patient (or ATS) the same way;
+   so are the follow-up's work items and bookings (:func:`visible`, the same condition as an ``EXISTS``), which
+   staff see only for their own gestore.
 
 Scopes, on the patient and the latest of their enrolment episodes (open, or the last one closed):
 
@@ -28,8 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
+from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from presa.auth.models import Role
 from presa.care.pseudonyms import PSEUDONYM, pseudonym
@@ -38,6 +40,7 @@ from presa.web.errors import ApiError, not_found
 
 R = Role
 STAFF = frozenset({R.GESTORE_ADMIN, R.CLINICIAN, R.CASE_MANAGER, R.OPERATOR})
+SERVICE_CENTRE = frozenset({R.GESTORE_ADMIN, R.CASE_MANAGER, R.OPERATOR})
 
 
 class Permission(StrEnum):
@@ -60,6 +63,15 @@ class Permission(StrEnum):
     MANAGE_GESTORE = "manage a gestore's network and staff"
     OPT_OUT = "opt out of the presa in carico"
     READ_AUDIT = "query the audit trail"
+    READ_WORKLIST = "read work lists"
+    WORK_ITEMS = "assign, snooze and close work-list items"
+    READ_TIMELINE = "read a patient's follow-up timeline"
+    READ_SCHEDULES = "read providers' schedules and slots"
+    MANAGE_SCHEDULES = "publish providers' schedules and closures"
+    BOOK = "book, reschedule and cancel activities"
+    LOG_CONTACTS = "log calls with patients"
+    POST_TRANSITIONS = "post discharges and ER visits"
+    MARK_DONE = "mark planned activities done"
 
 
 POLICY: Mapping[Permission, frozenset[Role]] = {
@@ -82,6 +94,15 @@ POLICY: Mapping[Permission, frozenset[Role]] = {
     Permission.MANAGE_GESTORE: frozenset({R.GESTORE_ADMIN}),
     Permission.OPT_OUT: frozenset({R.CLINICIAN}),
     Permission.READ_AUDIT: frozenset({R.ATS_ANALYST}),
+    Permission.READ_WORKLIST: STAFF | {R.ATS_ANALYST},
+    Permission.WORK_ITEMS: STAFF,
+    Permission.READ_TIMELINE: STAFF | {R.PATIENT},
+    Permission.READ_SCHEDULES: STAFF,
+    Permission.MANAGE_SCHEDULES: frozenset({R.GESTORE_ADMIN}),
+    Permission.BOOK: SERVICE_CENTRE,
+    Permission.LOG_CONTACTS: SERVICE_CENTRE,
+    Permission.POST_TRANSITIONS: STAFF,
+    Permission.MARK_DONE: STAFF,
 }
 """Which roles hold each permission; a permission missing here is held by nobody."""
 
@@ -137,6 +158,16 @@ def scope_condition(actor: Actor) -> ColumnElement[bool]:
             own = or_(own, Patient.gp_id == actor.practitioner_code)
         return and_(Episode.gestore_id == actor.gestore_id, own)
     return false()
+
+
+def visible(actor: Actor, patient_id: QueryableAttribute[int] | ColumnElement[int]) -> ColumnElement[bool]:
+    """True where ``patient_id`` (a column of another table: work items, bookings) names a patient in the actor's
+    scope; the condition the follow-up's lists carry."""
+    return exists(
+        select(Patient.id)
+        .outerjoin(Episode, Episode.id == latest_episode())
+        .where(Patient.id == patient_id, scope_condition(actor))
+    )
 
 
 def patients_query(actor: Actor) -> Select[Patient, Episode]:

@@ -506,11 +506,13 @@ def list_items(
     at: datetime | None = None,
     limit: int = DEFAULT_PAGE,
     after: str | None = None,
+    scope: Sequence[ColumnElement[bool]] = (),
 ) -> WorkPage:
     """One page of the work list: highest priority first, then the earliest due, then the oldest item.
 
     Shown: open items, snoozed ones whose snooze has run out (``include_snoozed`` shows them all), call-backs
-    only once their time has come; never the items of a patient whose care pact in force was revoked.
+    only once their time has come; never the items of a patient whose care pact in force was revoked. ``scope``
+    adds the caller's conditions on :class:`WorkItem` (the API's: which patients the account may see).
     """
     at = at or now()
     if not 1 <= limit <= MAX_PAGE:
@@ -529,15 +531,16 @@ def list_items(
     if filters.include_snoozed:
         visible = w.status != ItemStatus.CLOSED
     query = query.where(visible, or_(w.kind != ItemKind.CALL_BACK, w.due_at <= at))
-    query = query.where(*_conditions(session, filters))
+    query = query.where(*_conditions(session, filters), *scope)
     if after is not None:
         score, day, item_id = decode_cursor(after)
         query = query.where(
+            w.priority_score <= score,  # redundant, but it lets the index start at the cursor
             or_(
                 w.priority_score < score,
                 and_(w.priority_score == score, w.due_on > day),
                 and_(w.priority_score == score, w.due_on == day, w.id > item_id),
-            )
+            ),
         )
     rows = [
         WorkRow(item, resident_id, level, gp_id, next_action(item.kind))
