@@ -14,14 +14,17 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from presa.auth.models import Role, SignInFailures, WebSession
+from presa.auth.models import Account, Role, SignInFailures, WebSession
 from presa.auth.sessions import MAX_FAILURES
 from presa.care.enrolment import EpisodeState
 from presa.care.pact import ConsentScope, PactStatus, SignerRole
 from presa.care.store import make_engine, session_factory
 from presa.care.store.models import AuditEvent, GestoreKind, PlanStatus, ProviderKind
+from presa.web.access import patients_query
+from presa.web.deps import actor_of
 from presa.web.pages import i18n
 from presa.web.pages.core import TEMPLATES
+from presa.web.pages.scope import scoped_patients
 from tests.apiworld import PASSWORD
 from tests.conftest import Databases
 from tests.webworld import WebWorld, csrf_of, login_token, signed_in, web_server
@@ -201,6 +204,20 @@ def test_roles_and_scopes_are_the_apis(web: WebWorld) -> None:
             boss.get("/gestore/network").status_code == 200
             and "Laboratorio Analisi Uno" in boss.get("/gestore/network").text
         )
+
+
+def test_the_narrowed_scope_finds_exactly_the_scope_for_every_account(web: WebWorld) -> None:
+    engine = make_engine(web.database)
+    try:
+        with session_factory(engine)() as db:
+            accounts = list(db.scalars(select(Account)))
+            assert {a.role for a in accounts} == set(Role)
+            for account in accounts:
+                actor = actor_of(db, account, 0, None)
+                exact = {p.id for p, _ in db.execute(patients_query(actor))}
+                assert {p.id for p, _ in db.execute(scoped_patients(actor))} == exact, account.username
+    finally:
+        engine.dispose()
 
 
 def test_every_page_read_of_patient_data_is_audited_with_the_address(web: WebWorld) -> None:

@@ -100,8 +100,15 @@ def demo(
     ),
     residents: Annotated[int, typer.Option("--residents", min=100, help="Number of synthetic residents.")] = 50_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the web application at the end (stop it with Ctrl-C).")
+    ] = True,
+    host: Annotated[str, typer.Option("--host", help="Address the web application listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the web application.")] = 8000,
 ) -> None:
-    """The main job on embedded defaults: synthesise a population, stratify it, report and check accuracy."""
+    """The whole demo: synthesise a population, stratify it, report and check accuracy, load it into a care store,
+    take part of it through the presa in carico (invited, enrolled, pacts signed, plans), and serve the web
+    application with one demo account per role (passwords printed at start)."""
     from presa.synth import generate
 
     flows_dir, run_dir = out / "flows", out / "run"
@@ -128,6 +135,52 @@ def demo(
         f"Query the run with DuckDB: {run_dir / 'stratification.duckdb'}; explain a resident with "
         f"'presa explain {run_dir} <resident_id>'."
     )
+    demo_web(out, run_dir, seed=seed, serve=serve, host=host, port=port)
+
+
+def demo_web(out: Path, run_dir: Path, *, seed: int, serve: bool, host: str, port: int) -> None:
+    """The care store of the demo (``out/presa.sqlite3``, key ``out/presa.key``) and its web application."""
+    import secrets
+
+    from presa.care.store import make_engine, session_factory, upgrade
+    from presa.cli.demo import seed_demo
+
+    database = out / "presa.sqlite3"
+    key = secrets.token_urlsafe(32).encode()
+    (out / "presa.key").write_bytes(key)
+    (out / "presa.key").chmod(0o600)
+    url = f"sqlite:///{database.resolve()}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        with session_factory(engine)() as session, session.begin(), console.status("Care store") as status:
+            report = seed_demo(session, run_dir, seed=seed, on_step=lambda text: status.update(text))
+    finally:
+        engine.dispose()
+    console.print(
+        f"Care store {database}: {report.patients:,} eligible patients in ATS {report.ats}, {report.invited:,} "
+        f"invited, {report.enrolled:,} with a gestore, {report.pacts_signed:,} pacts signed, {report.plans:,} PAI "
+        f"({report.plans_active:,} active).",
+        soft_wrap=True,
+    )
+    accounts = Table(title="Demo accounts")
+    for column in ("username", "password", "role", "who"):
+        accounts.add_column(column)
+    for account in report.accounts:
+        accounts.add_row(account.username, account.password, account.role, account.description)
+    console.print(accounts)
+    lines = [f"{a.username}\t{a.password}\t{a.role}\t{a.description}" for a in report.accounts]
+    (out / "accounts.tsv").write_text("username\tpassword\trole\twho\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    (out / "accounts.tsv").chmod(0o600)
+    if not serve:
+        console.print(f"Serve it with: PRESA_SECRET_KEY_FILE={out / 'presa.key'} presa serve --database {url}")
+        return
+    import uvicorn
+
+    from presa.web.app import create_app
+
+    console.print(f"presa on http://{host}:{port}/ (API under /api); stop with Ctrl-C.", soft_wrap=True)
+    uvicorn.run(create_app(url, key=key), host=host, port=port, log_level="warning")
 
 
 def print_load_counts(load: LoadReport | None) -> None:

@@ -326,8 +326,8 @@ class Episode(Base):
     state: Mapped[EpisodeState] = mapped_column(str_enum(EpisodeState, "state"), index=True)
     state_since: Mapped[date] = mapped_column(comment="effective date of the current state")
     gestore_id: Mapped[int | None] = mapped_column(ForeignKey("gestori.id"))
-    clinical_manager_id: Mapped[int | None] = mapped_column(ForeignKey("practitioners.id"))
-    case_manager_id: Mapped[int | None] = mapped_column(ForeignKey("practitioners.id"))
+    clinical_manager_id: Mapped[int | None] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    case_manager_id: Mapped[int | None] = mapped_column(ForeignKey("practitioners.id"), index=True)
     opened_run_id: Mapped[int | None] = mapped_column(ForeignKey("stratification_runs.id"))
     level_at_opening: Mapped[int] = mapped_column(SmallInteger)
     opened_at: Mapped[datetime]

@@ -32,10 +32,11 @@ from presa.care.store.models import (
     Profession,
     RoleKind,
 )
-from presa.web.access import Permission, latest_episode, patients_query
+from presa.web.access import Permission, latest_episode
 from presa.web.errors import ApiError
 from presa.web.pages.core import Page, allowed
 from presa.web.pages.patients import names_of
+from presa.web.pages.scope import scoped_patients
 
 router = APIRouter(include_in_schema=False)
 STAGES = ("eligible", "invited", "chose_us", "pact_signed", "pai_active")
@@ -174,7 +175,7 @@ def case_managers(
     rows = []
     if chosen is not None:
         found = page.db.execute(
-            patients_query(page.me).where(Episode.case_manager_id == chosen.id).order_by(Patient.id).limit(500)
+            scoped_patients(page.me).where(Episode.case_manager_id == chosen.id).order_by(Patient.id).limit(500)
         )
         rows = list(found)
         page.ctx.audit_patients("list", "patient", [p.id for p, _ in rows])

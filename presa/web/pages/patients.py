@@ -42,12 +42,13 @@ from presa.care.store.models import (
     PractitionerRole,
     RoleKind,
 )
-from presa.web.access import Permission, patients_query
+from presa.web.access import Permission
 from presa.web.api.invitations import _pdf
 from presa.web.api.pacts import visible_pact
 from presa.web.errors import ApiError
 from presa.web.pages.core import Page, allowed, allowed_post, form_int, form_text, parse_instant
 from presa.web.pages.i18n import ITALY
+from presa.web.pages.scope import scoped_patients
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
@@ -149,7 +150,7 @@ def patient_list(
 ) -> Response:
     staff_only(page)
     actor = page.me
-    query = patients_query(actor)
+    query = scoped_patients(actor)
     levels = sorted({lv for lv in level or () if 1 <= lv <= 5})
     if levels:
         query = query.where(Patient.level.in_(levels))
@@ -219,7 +220,7 @@ def _known_pathologies() -> list[str]:
 def _action_counts(page: Page) -> dict[str, int]:
     """How many of the clinician's patients wait for each action (their scope is a GP's list: small)."""
     today = today_in_italy()
-    base = patients_query(page.me).with_only_columns(Patient.id)
+    base = scoped_patients(page.me).with_only_columns(Patient.id)
     return {
         name: len(page.db.execute(base.where(needs_action(name, today))).all()) for name in ("pact", "plan", "renew")
     }

@@ -1,5 +1,6 @@
 """Web sessions and the sign-in lock-out (presa/auth/sessions.py): the browser's session cookie stored as its
-SHA-256, and the failed sign-ins per username with the time a lock-out ends.
+SHA-256, and the failed sign-ins per username with the time a lock-out ends; indexes on the episodes' clinical and
+case managers, which the pages' lists of a GP's and a case manager's patients start from.
 
 Revision ID: 0004
 Revises: 0003
@@ -46,8 +47,12 @@ def upgrade() -> None:
         sa.CheckConstraint("failures >= 0", name=op.f("ck_sign_in_failures_failures_not_negative")),
         sa.PrimaryKeyConstraint("username", name=op.f("pk_sign_in_failures")),
     )
+    for column in ("clinical_manager_id", "case_manager_id"):
+        op.create_index(op.f(f"ix_enrolment_episodes_{column}"), "enrolment_episodes", [column], unique=False)
 
 
 def downgrade() -> None:
+    for column in ("clinical_manager_id", "case_manager_id"):
+        op.drop_index(op.f(f"ix_enrolment_episodes_{column}"), table_name="enrolment_episodes")
     op.drop_table("sign_in_failures")
     op.drop_table("web_sessions")
