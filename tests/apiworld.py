@@ -204,7 +204,7 @@ def add_followup(engine: Engine, world: World) -> None:
                                 author="setup").id  # fmt: skip
         world.activity_id = "90.27.1-01"
         world.slot_id = free_slots(db, planned_activity(db, plan.id, world.activity_id), not_before=moment)[0].id
-        refresh_worklist(db, today=today)
+        refresh_worklist(db, today=ecg.day - timedelta(days=30))  # the plan's first tests are weeks away
         transition = open_transition(db, plan.patient_id, "discharge", today - timedelta(days=1), source="api",
                                      author="setup")  # fmt: skip
         world.item_id = transition.follow_up_item_id
