@@ -129,7 +129,7 @@ def build_world(engine: Engine, runs_dir: Path) -> World:
             world.practitioners[code] = pr.id
         world.batch_321 = invite(db, "321", author="setup").batch.id
         world.batch_322 = invite(db, "322", author="setup").batch.id
-        signed = datetime.now(UTC) - timedelta(minutes=5)
+        signed = datetime.now(UTC)  # after the gestore was chosen, even across midnight in Italy
         for resident, gestore, gp in (("A1", "COOP1", "GP1"), ("A2", "COOP2", "GP2")):
             episode = open_episode(db, world.patients[resident])
             assert episode is not None

@@ -89,7 +89,7 @@ def test_load_invite_plan(tmp_path: Path, empty_database: str) -> None:
             episode = open_episode(session, patient.id)
             assert episode is not None
             choose_gestore(session, episode.id, coop.id, clinical_manager_id=1, author="operator")
-            signed = datetime.now(UTC) - timedelta(minutes=1)
+            signed = datetime.now(UTC)  # after the gestore was chosen, even across midnight in Italy
             pact = draft_pact(session, episode.id, scopes=ALL_SCOPES, author="operator", at=signed)
             sign_pact(session, pact.id, role="patient", signer="P", signed_at=signed, author="operator")
             sign_pact(session, pact.id, role="clinical_manager", signer="M", signed_at=signed, author="operator")
