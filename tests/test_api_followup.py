@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from presa.care.calendar import national_holidays
+from presa.care.service.common import today_in_italy
 from tests.conftest import Api
 
 FOLLOWUP_WORLD = True
@@ -157,10 +159,11 @@ def test_booking_an_activity_and_a_plan_year(api: Api) -> None:
     assert {a["booking_id"] for p in timeline["plans"] for a in p["activities"]} - {None} == live
 
     # The gestore administrator registers a lab, adds it to the network, publishes its schedule and slots.
+    italy = today_in_italy()
     schedule = {
         "service_code": "89.52", "name": "ECG pomeriggio", "slot_minutes": 20,
         "openings": [{"weekday": d, "starts": "14:00", "ends": "15:00"} for d in range(7)],
-        "valid_from": date.today().isoformat(), "publish_until": (date.today() + timedelta(days=14)).isoformat(),
+        "valid_from": italy.isoformat(), "publish_until": (italy + timedelta(days=14)).isoformat(),
     }  # fmt: skip
     same = http.post(f"/api/providers/{w.provider_id}/schedules", json=schedule, headers=w.headers("admin1"))
     assert same.status_code == 409  # one schedule per provider and service: AMB1 has its ECG one
@@ -171,10 +174,9 @@ def test_booking_an_activity_and_a_plan_year(api: Api) -> None:
     as_("admin1", "POST", f"/api/gestori/{w.gestori['COOP1']}/network",
         json={"provider_id": lab["id"], "joined_on": date.today().isoformat()})  # fmt: skip
     created = as_("admin1", "POST", f"/api/providers/{lab['id']}/schedules", json=schedule).json()
-    assert created["published"] == 14 * 3 - 3 * sum(  # 3 slots a day, none on national holidays
-        (date.today() + timedelta(days=d)).strftime("%m-%d") in ("12-08", "12-25", "12-26", "01-01", "01-06")
-        for d in range(14)
-    )
+    days = [italy + timedelta(days=d) for d in range(14)]
+    holidays = {**national_holidays(italy.year), **national_holidays(italy.year + 1)}
+    assert created["published"] == 3 * sum(d not in holidays for d in days)  # 3 slots a day, none on holidays
     schedules = as_("case1", "GET", f"/api/providers/{w.provider_id}/schedules").json()
     assert [s["service_code"] for s in schedules] == ["89.52", "90.27.1"] and schedules[0]["openings"]
     closure = as_("admin1", "POST", f"/api/providers/{w.provider_id}/closures",

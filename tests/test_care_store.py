@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0004"
+HEAD = "0005"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -130,6 +130,7 @@ def test_migrations_ship_as_package_data() -> None:
         "r0002_accounts_and_api_tokens.py",
         "r0003_followup.py",
         "r0004_web_sessions.py",
+        "r0005_followup_at_scale.py",
     ]
 
 

@@ -7,11 +7,21 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Date, Float, func, select
+from sqlalchemy import literal as sa_literal
 from sqlalchemy.orm import Session
 
 from presa.care.service import CareError, revoke_pact
-from presa.followup.service.reconcile import mark_done, outcomes_of, reconcile_flows
+from presa.care.service.plans import move_in_plan
+from presa.followup.rules import activity_window, code_stem
+from presa.followup.service.reconcile import (
+    mark_done,
+    outcomes_of,
+    recompute_outcomes,
+    reconcile_flows,
+    stem_sql,
+    window_closes_sql,
+)
 from presa.followup.store import ActivityOutcome, CareTransition, Execution, ItemKind, Outcome, OutcomeSource, WorkItem
 from tests.carebuilder import CareRuns
 from tests.followupbuilder import LATER, Flows, Planned, planned
@@ -159,3 +169,36 @@ def _snapshot(db: Session) -> dict[str, object]:
         "items": db.scalar(select(func.count()).select_from(WorkItem)),
         "transitions": db.scalar(select(func.count()).select_from(CareTransition)),
     }
+
+
+def test_the_rules_in_sql_agree_with_the_rules_in_python(db: Session, backend: str) -> None:
+    codes = ["89.01.8", "89.01", "90.13.B", "95.02", "8901", " 90.14.1 ", "g0.1.2.3", "", "89."]
+    stems = db.execute(select(*(stem_sql(sa_literal(c), backend) for c in codes))).one()
+    assert list(stems) == [code_stem(c) for c in codes]
+    cases = [(date(2026, 3, 9), t) for t in (0.25, 0.5, 1, 1.5, 2, 2.0000001, 3, 4, 6, 12, 26, 52, 365)]
+    cases += [(date(2024, 2, 28), 1), (date(2026, 12, 31), 4)]
+    closes = db.execute(
+        select(*(window_closes_sql(sa_literal(d, Date), sa_literal(t, Float), backend) for d, t in cases))
+    ).one()
+    assert [date.fromisoformat(str(c)) for c in closes] == [activity_window(d, t).closes for d, t in cases]
+
+
+def test_later_months_give_what_a_full_recomputation_gives(db: Session, patient: Planned, tmp_path: Path) -> None:
+    """Each load recomputes only the groups it touches; a person's "done" and a moved activity are caught up
+    with: after every step, recomputing everything of the patient changes nothing."""
+    p, pid = patient, patient.care.patient.id
+    first = summer(p)
+    reconcile_flows(db, first.write(tmp_path / "one"), author="loader", at=LATER)
+    assert recompute_outcomes(db, [pid], at=LATER) == 0
+    # A person says the HbA1c was done: the service the flows had matched to it is free for the second one.
+    mark_done(db, p.plan.id, "90.27.1-01", done_on=p.activity("90.27.1-01"), note="seen", author="cm", at=LATER)
+    move_in_plan(db, p.plan.id, activity_id="90.27.1-02", day=p.activity("90.27.1-01") + timedelta(days=60),
+                 reason="earlier", author="dr.rossi", at=LATER)  # fmt: skip
+    second = first.service("R1", date(2026, 10, 1), "89.52").drug("R1", date(2026, 11, 30))
+    result = reconcile_flows(
+        db, second.write(tmp_path / "two"), author="loader", at=LATER.replace(month=12), max_date=date(2026, 12, 1)
+    )
+    assert result.executions == 1 and result.outcome_changes >= 1
+    outcomes = outcomes_of(db, p.plan.id)
+    assert outcomes["90.27.1-02"].done_on == p.activity("90.27.1-01") + timedelta(days=4)  # the freed service
+    assert recompute_outcomes(db, [pid], at=LATER.replace(month=12)) == 0

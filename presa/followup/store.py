@@ -5,7 +5,8 @@ Groups, with their FHIR R4 counterparts:
 - reconciliation: :class:`FlowLoad` (one validated flow store of later months read in), :class:`Execution` (a
   service the flows say was delivered to a patient), :class:`ActivityOutcome` (what became of one planned PAI
   activity: done on time, done late, missed; from the flows or typed by a person) - ``Procedure`` /
-  ``Encounter`` and the ``ServiceRequest.status`` of the plan's activities;
+  ``Encounter`` and the ``ServiceRequest.status`` of the plan's activities; :class:`ReconciledPlan` (which
+  version of each plan the outcomes were computed on);
 - work lists: :class:`WorkItem` - ``Task`` (status, owner, priority, due date, focus);
 - booking: :class:`Schedule` of a provider for one service, its weekly :class:`Availability`, its
   :class:`ScheduleException` rows (closures), the :class:`Slot` rows published from them and the
@@ -164,6 +165,7 @@ class Execution(Base):
     day: Mapped[date] = mapped_column(comment="service, discharge or visit date")
     started_on: Mapped[date | None] = mapped_column(comment="admission date of a discharge")
     code: Mapped[str] = mapped_column(String(16), comment="service code; main diagnosis of a discharge; '' for ER")
+    stem: Mapped[str] = mapped_column(String(16), comment="the code's DM 1996 stem (rules.code_stem): its family")
     discipline: Mapped[str] = mapped_column(String(8))
     provider_code: Mapped[str] = mapped_column(String(32))
     load_id: Mapped[int] = mapped_column(ForeignKey("followup_flow_loads.id"), index=True)
@@ -198,6 +200,18 @@ class ActivityOutcome(Base):
     recorded_at: Mapped[datetime]
 
 
+class ReconciledPlan(Base):
+    """The version and status of a plan when its outcomes were last computed: the next reconciliation recomputes
+    in full the plans that changed since (or were never reconciled), and otherwise only what new flows touch."""
+
+    __tablename__ = "followup_reconciled_plans"
+
+    plan_id: Mapped[int] = mapped_column(ForeignKey("care_plans.id"), primary_key=True, autoincrement=False)
+    version: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    reconciled_at: Mapped[datetime]
+
+
 # --- work lists ----------------------------------------------------------------------------------------------
 
 
@@ -213,7 +227,6 @@ class WorkItem(Base):
             "status <> 'closed' OR (closed_at IS NOT NULL AND closed_by IS NOT NULL AND outcome IS NOT NULL)",
             name="closure_recorded",
         ),
-        Index("ix_followup_work_items_list", "gestore_id", "status", "priority_score", "due_on", "id"),
         Index("ix_followup_work_items_owner", "owner_id", "status"),
     )
 
@@ -242,6 +255,20 @@ class WorkItem(Base):
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(100))
     outcome: Mapped[str | None] = mapped_column(Text)
+
+
+# The work lists' order, for the items not closed: a page is the first rows of one index range, per gestore (staff)
+# or per ATS (analysts), whatever the number of items.
+for _scope in ("gestore_id", "ats_code"):
+    Index(
+        f"ix_followup_work_items_{_scope.split('_')[0]}_queue",
+        getattr(WorkItem, _scope),
+        WorkItem.priority_score.desc(),
+        WorkItem.due_on,
+        WorkItem.id,
+        postgresql_where=text("status <> 'closed'"),
+        sqlite_where=text("status <> 'closed'"),
+    )
 
 
 # --- booking -------------------------------------------------------------------------------------------------

@@ -7,13 +7,17 @@ loader, the same rejects as the stratification) or a store already validated, an
    read (same content digest) is not read again - loading the same month twice changes nothing;
 2. stores the outpatient services, discharges and ER visits of the patients that may be processed (a signed care
    pact in force), once each: a service already stored (same patient, flow, day, code, provider) is skipped;
-3. recomputes the outcome of every activity of their active and completed plans with ``presa.followup.rules``
-   (rules in its docstring and in docs/FOLLOWUP.md): done on time, done late, missed, or still planned. Outcomes
-   typed by a person (:func:`mark_done`) are never overwritten;
+3. brings the outcomes of the activities of their active and completed plans up to date with
+   ``presa.followup.rules`` (rules in its docstring and in docs/FOLLOWUP.md): done on time, done late, missed, or
+   still planned. Outcomes typed by a person (:func:`mark_done`) are never overwritten;
 4. opens a transition of care (``transitions``) for each discharge or ER visit since the patient's pact was
    signed.
 
-The computation is a function of everything stored, so running it again over the same data gives the same rows.
+The outcomes are a function of everything stored: step 3 recomputes, set-based, exactly the (patient, code
+family) groups whose inputs changed since they were computed (see "outcomes, set-based and incremental" below),
+which gives the rows a recomputation of everything would. Everything goes through the database's bulk load and
+set-based statements, never an ORM object per row: a region's month (hundreds of thousands of services, millions
+of planned activities) takes seconds, not hours.
 """
 
 from __future__ import annotations
@@ -21,24 +25,51 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    union,
+    update,
+)
+from sqlalchemy import literal as sql_literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from presa.care.service.common import CareError, get, now, require_text
 from presa.care.service.pacts import require_processing
 from presa.care.store.audit import record
-from presa.care.store.bulk import table_of
+from presa.care.store.bulk import bulk_insert, table_of
 from presa.care.store.models import (
     CarePact,
     CarePlanRecord,
@@ -53,50 +84,55 @@ from presa.flows.load import load_flows
 from presa.flows.validate import literal
 from presa.followup.config import FollowupConfig
 from presa.followup.rules import (
+    DAYS_IN_YEAR,
     DeliveredService,
     PlannedOccurrence,
-    Reconciled,
     activity_window,
     italian_day,
     manual_outcome,
     reconcile,
 )
 from presa.followup.service.scope import processable
-from presa.followup.service.transitions import open_transition
+from presa.followup.service.transitions import open_transitions
 from presa.followup.store import (
     ActivityOutcome,
     Execution,
     ExecutionSource,
     FlowLoad,
+    Outcome,
     OutcomeSource,
+    ReconciledPlan,
     TransitionKind,
 )
 
 SYSTEM = "system"
 RECONCILED_PLANS = (PlanStatus.ACTIVE, PlanStatus.COMPLETED)
-PATIENT_BATCH = 2_000
 EXECUTION_COLUMNS = (
     "patient_id",
     "source",
     "day",
     "started_on",
     "code",
+    "stem",
     "discipline",
     "provider_code",
     "source_file",
     "source_line",
 )
+STEM_SQL = "array_to_string(string_split(upper(trim({})), '.')[1:2], '.')"  # rules.code_stem
 EVENTS_SQL = """
 SELECT k.patient_id, 'outpatient' AS source, o.service_date AS day, CAST(NULL AS DATE) AS started_on,
-       o.service_code AS code, o.discipline, o.provider_id AS provider_code, o.source_file, o.source_line
+       o.service_code AS code, {outpatient_stem} AS stem, o.discipline, o.provider_id AS provider_code,
+       o.source_file, o.source_line
 FROM read_parquet({outpatient}) o JOIN read_parquet({residents}) r USING (resident_key)
 JOIN known k ON k.resident_id = r.resident_id
 UNION ALL
-SELECT k.patient_id, 'discharge', d.discharge_date, d.admission_date, d.dx_main, '', '', d.source_file, d.source_line
+SELECT k.patient_id, 'discharge', d.discharge_date, d.admission_date, d.dx_main, d.dx_main, '', '', d.source_file,
+       d.source_line
 FROM read_parquet({discharges}) d JOIN read_parquet({residents}) r USING (resident_key)
 JOIN known k ON k.resident_id = r.resident_id
 UNION ALL
-SELECT k.patient_id, 'er_visit', e.visit_date, NULL, '', '', '', e.source_file, e.source_line
+SELECT k.patient_id, 'er_visit', e.visit_date, NULL, '', '', '', '', e.source_file, e.source_line
 FROM read_parquet({er_visits}) e JOIN read_parquet({residents}) r USING (resident_key)
 JOIN known k ON k.resident_id = r.resident_id
 ORDER BY 1, 3, 2, 5
@@ -124,6 +160,8 @@ class Reconciliation:
     outcome_changes: int
     transitions: int
     counts: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Where the time went, by step (validation by the loader included when the flows came as shipped)."""
 
 
 def reconcile_flows(
@@ -142,8 +180,12 @@ def reconcile_flows(
         return _reconcile_store(session, flows, author, at, covered_until, config)
     with tempfile.TemporaryDirectory(prefix="presa-reconcile-") as work:
         store = Path(work) / "store"
+        started = time.perf_counter()
         load_flows(flows, store, max_date=max_date or italian_day(at))
-        return _reconcile_store(session, store, author, at, covered_until, config, source=flows)
+        validated = time.perf_counter() - started
+        result = _reconcile_store(session, store, author, at, covered_until, config, source=flows)
+        result.seconds["validate"] = round(validated, 3)
+        return result
 
 
 def _reconcile_store(
@@ -161,6 +203,8 @@ def _reconcile_store(
     rejected = sum(int(c.get("rejected", 0)) for c in counts.values())
     last = manifest.get("last_record_date")
     covered = covered_until or (date.fromisoformat(last) if last else None)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
@@ -168,6 +212,7 @@ def _reconcile_store(
         loaded = session.scalars(select(FlowLoad).where(FlowLoad.digest == digest)).first()
         if loaded is not None:
             return Reconciliation(loaded.id, True, loaded.covered_until, loaded.rejected, 0, 0, 0, loaded.counts)
+        previous = _coverage(session)
         load = FlowLoad(
             digest=digest,
             source=str((source or store).resolve()),
@@ -191,13 +236,21 @@ def _reconcile_store(
         )
         con.register("known", known)
         names = {t: literal(str(paths.table(t))) for t in ("outpatient", "discharges", "er_visits", "residents")}
-        rows = con.execute(EVENTS_SQL.format(**names)).fetchall()
+        rows = con.execute(EVENTS_SQL.format(outpatient_stem=STEM_SQL.format("o.service_code"), **names)).fetchall()
     finally:
         con.close()
+    seconds["read"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
     new = _store_executions(session, load.id, rows)
+    seconds["executions"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
     enrolled_since = {patient_id: since for patient_id, _, since in scope}
     transitions = _open_transitions(session, load.id, enrolled_since, author, at, config)
-    changes = recompute_outcomes(session, [p for p, _, _ in scope], at=at)
+    seconds["transitions"] = round(time.perf_counter() - started, 3)
+    as_of = max(d for d in (previous, covered) if d is not None) if previous or covered else None
+    recompute = _Recompute(session, [p for p, _, _ in scope], load_id=load.id, previous=previous, as_of=as_of, at=at)
+    changes = recompute.run()
+    seconds.update({f"outcomes_{k}": v for k, v in recompute.seconds.items()})
     load.executions, load.outcome_changes, load.transitions = new, changes, transitions
     session.flush()
     record(
@@ -209,7 +262,7 @@ def _reconcile_store(
         detail={"executions": new, "outcome_changes": changes, "transitions": transitions, "rejected": rejected},
         at=at,
     )
-    return Reconciliation(load.id, False, covered, rejected, new, changes, transitions, counts)
+    return Reconciliation(load.id, False, covered, rejected, new, changes, transitions, counts, seconds)
 
 
 def _digest(con: duckdb.DuckDBPyConnection, paths: FlowPaths) -> str:
@@ -236,17 +289,44 @@ def _scope(session: Session) -> list[tuple[int, str, date]]:
     return [(pid, rid, italian_day(signed) if signed else date.min) for pid, rid, signed in session.execute(query)]
 
 
+RECON_INCOMING = Table(
+    "recon_incoming",
+    MetaData(),
+    Column("patient_id", Integer),
+    Column("source", String(16)),
+    Column("day", Date),
+    Column("started_on", Date),
+    Column("code", String(16)),
+    Column("stem", String(16)),
+    Column("discipline", String(8)),
+    Column("provider_code", String(32)),
+    Column("source_file", String(200)),
+    Column("source_line", BigInteger),
+    prefixes=["TEMPORARY"],
+)
+
+
 def _store_executions(session: Session, load_id: int, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Store the services not stored yet (bulk load into a temporary table, then one INSERT ... SELECT that skips
+    what is there); how many were new."""
     if not rows:
         return 0
-    table = table_of(Execution)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table).on_conflict_do_nothing(
-        index_elements=["patient_id", "source", "day", "code", "provider_code"]
-    )
-    values = [{**dict(zip(EXECUTION_COLUMNS, row, strict=True)), "load_id": load_id} for row in rows]
-    for start in range(0, len(values), 5_000):
-        session.execute(statement, values[start : start + 5_000])
+    connection = session.connection()
+    RECON_INCOMING.drop(connection, checkfirst=True)
+    RECON_INCOMING.create(connection)
+    try:
+        bulk_insert(connection, RECON_INCOMING, EXECUTION_COLUMNS, rows)
+        dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        incoming = RECON_INCOMING.c
+        statement = dialect_insert(table_of(Execution)).from_select(
+            [*EXECUTION_COLUMNS, "load_id"],
+            select(*(incoming[c] for c in EXECUTION_COLUMNS), sql_literal(load_id, Integer)).where(true()),
+        )
+        session.execute(
+            statement.on_conflict_do_nothing(index_elements=["patient_id", "source", "day", "code", "provider_code"])
+        )
+    finally:
+        RECON_INCOMING.drop(connection, checkfirst=True)
     return int(session.scalar(select(func.count()).select_from(Execution).where(Execution.load_id == load_id)) or 0)
 
 
@@ -258,19 +338,16 @@ def _open_transitions(
     at: datetime,
     config: FollowupConfig | None,
 ) -> int:
-    events = session.execute(
-        select(Execution.patient_id, Execution.source, Execution.day)
-        .where(Execution.load_id == load_id, Execution.source != ExecutionSource.OUTPATIENT)
-        .order_by(Execution.patient_id, Execution.day)
-    ).all()
-    opened = 0
-    for patient_id, source, day in events:
-        if day < enrolled_since[patient_id]:
-            continue
-        kind = TransitionKind.DISCHARGE if source is ExecutionSource.DISCHARGE else TransitionKind.ER_VISIT
-        open_transition(session, patient_id, kind, day, source="flows", author=author, at=at, config=config)
-        opened += 1
-    return opened
+    events = [
+        (patient_id, TransitionKind.DISCHARGE if source is ExecutionSource.DISCHARGE else TransitionKind.ER_VISIT, day)
+        for patient_id, source, day in session.execute(
+            select(Execution.patient_id, Execution.source, Execution.day).where(
+                Execution.load_id == load_id, Execution.source != ExecutionSource.OUTPATIENT
+            )
+        )
+        if day >= enrolled_since[patient_id]
+    ]
+    return open_transitions(session, events, source="flows", author=author, at=at, config=config)
 
 
 def covered_until(session: Session) -> date | None:
@@ -279,93 +356,370 @@ def covered_until(session: Session) -> date | None:
     return value
 
 
+_coverage = covered_until  # for the functions whose parameter has that name
+
+
 def recompute_outcomes(session: Session, patient_ids: Iterable[int], *, at: datetime | None = None) -> int:
-    """Bring the flows' outcomes of these patients' active and completed plans up to date; how many rows changed."""
+    """Recompute in full the flows' outcomes of these patients' active and completed plans; how many rows changed."""
     at = at or now()
-    as_of = covered_until(session)
     ids = sorted(set(patient_ids))
-    changed = 0
-    for start in range(0, len(ids), PATIENT_BATCH):
-        changed += _recompute_batch(session, ids[start : start + PATIENT_BATCH], as_of, at)
-    session.flush()
-    return changed
+    for start in range(0, len(ids), 5_000):
+        plans = select(CarePlanRecord.id).where(CarePlanRecord.patient_id.in_(ids[start : start + 5_000]))
+        session.execute(delete(ReconciledPlan).where(ReconciledPlan.plan_id.in_(plans)))
+    as_of = covered_until(session)
+    return _Recompute(session, ids, load_id=None, previous=as_of, as_of=as_of, at=at).run()
 
 
-def _recompute_batch(session: Session, ids: list[int], as_of: date | None, at: datetime) -> int:
-    planned: dict[int, list[PlannedOccurrence]] = defaultdict(list)
-    for patient_id, plan_id, activity_id, day, code, per_year in session.execute(
-        select(
-            CarePlanRecord.patient_id,
-            CarePlanRecord.id,
-            PlanActivityRecord.activity_id,
-            PlanActivityRecord.day,
-            PlanActivityRecord.code,
-            PlanActivityRecord.times_per_year,
+# --- outcomes, set-based and incremental ---------------------------------------------------------------------
+#
+# The matching decomposes by (patient, code family): a service of one family can only fulfil an occurrence of the
+# same family (rules.same_family implies equal stems), and the greedy pass takes a patient's occurrences in date
+# order, so each (patient, stem) group can be computed on its own with the same result. A reconciliation
+# recomputes the groups whose inputs changed since the outcomes were stored:
+#
+#   (a) the groups of the services this load stored;
+#   (b) the groups with an occurrence whose window closes between the coverage before this load and after it
+#       (nothing else can turn into "missed");
+#   (c) every group of the plans whose current version or status differs from the one their outcomes were
+#       computed on (``followup_reconciled_plans``; none yet for a plan never reconciled, and ``mark_done`` clears
+#       it, since a person's "done" frees the service the flows had matched).
+#
+# Groups with a service go through rules.reconcile in Python; of the others only the occurrences whose window has
+# closed (missed) or that have a stored row come back from the database. The sets live in temporary tables.
+
+TEMPORARY = MetaData()
+RECON_SCOPE = Table("recon_scope", TEMPORARY, Column("patient_id", Integer, primary_key=True), prefixes=["TEMPORARY"])
+RECON_PLANS = Table(
+    "recon_plans",
+    TEMPORARY,
+    Column("plan_id", Integer, primary_key=True),
+    Column("patient_id", Integer, nullable=False),
+    Column("changed", Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+RECON_GROUPS = Table(
+    "recon_groups",
+    TEMPORARY,
+    Column("patient_id", Integer, primary_key=True),
+    Column("stem", String(16), primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+RECON_SERVED = Table(
+    "recon_served",
+    TEMPORARY,
+    Column("patient_id", Integer, primary_key=True),
+    Column("stem", String(16), primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+OUTCOME_COLUMNS = (
+    "plan_id",
+    "patient_id",
+    "activity_id",
+    "outcome",
+    "due_on",
+    "window_from",
+    "window_until",
+    "done_on",
+    "execution_id",
+    "source",
+    "note",
+    "recorded_by",
+    "recorded_at",
+)
+STORED = ("outcome", "due_on", "window_from", "window_until", "done_on", "execution_id")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """An outcome row as stored: its id, source and the values the rules decide (in :data:`STORED` order)."""
+
+    id: int
+    source: OutcomeSource
+    outcome: Outcome
+    due_on: date
+    window_from: date
+    window_until: date
+    done_on: date | None
+    execution_id: int | None
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        return (self.outcome, self.due_on, self.window_from, self.window_until, self.done_on, self.execution_id)
+
+
+_Occurrence = tuple[int, PlannedOccurrence, str | None, _Stored | None]
+
+
+class _Recompute:
+    """One recomputation of outcomes (the comment above): build the sets, fetch, match, write the differences."""
+
+    def __init__(
+        self,
+        session: Session,
+        scope: Sequence[int],
+        *,
+        load_id: int | None,
+        previous: date | None,
+        as_of: date | None,
+        at: datetime,
+    ) -> None:
+        self.session, self.scope, self.load_id = session, scope, load_id
+        self.previous, self.as_of, self.at = previous, as_of, at
+        self.dialect = session.get_bind().dialect.name
+        self.seconds: dict[str, float] = {}
+
+    def run(self) -> int:
+        if not self.scope:
+            return 0
+        self.session.flush()
+        connection = self.session.connection()
+        tables = (RECON_SCOPE, RECON_PLANS, RECON_GROUPS, RECON_SERVED)
+        for table in tables:
+            table.drop(connection, checkfirst=True)
+            table.create(connection)
+        try:
+            self._timed("groups", self._groups)
+            occurrences, served = self._timed("fetch", self._fetch)
+            changes = self._timed("match", lambda: self._match(occurrences, served))
+            changed = self._timed("write", lambda: self._write(*changes))
+            self._timed("marks", self._mark)
+        finally:
+            for table in reversed(tables):
+                table.drop(connection, checkfirst=True)
+        return changed
+
+    def _timed(self, name: str, step: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return step()
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 3)
+
+    # -- the sets ---------------------------------------------------------------------------------------------
+
+    def _occurrences(self, *columns: Any) -> Select[Any]:
+        """The coded activities of the current version of the plans being reconciled."""
+        c, a, rp = CarePlanRecord, PlanActivityRecord, RECON_PLANS.c
+        return (
+            select(*columns)
+            .select_from(c)
+            .join(RECON_PLANS, rp.plan_id == c.id)
+            .join(PlanVersion, and_(PlanVersion.plan_id == c.id, PlanVersion.version == c.current_version))
+            .join(a, a.version_id == PlanVersion.id)
+            .where(a.code.is_not(None))
         )
-        .join(
-            PlanVersion,
-            and_(PlanVersion.plan_id == CarePlanRecord.id, PlanVersion.version == CarePlanRecord.current_version),
-        )
-        .join(PlanActivityRecord, PlanActivityRecord.version_id == PlanVersion.id)
-        .where(CarePlanRecord.patient_id.in_(ids), CarePlanRecord.status.in_(RECONCILED_PLANS))
-    ):
-        planned[patient_id].append(PlannedOccurrence(plan_id, activity_id, day, code, per_year))
-    delivered: dict[int, list[DeliveredService]] = defaultdict(list)
-    for execution_id, patient_id, day, code in session.execute(
-        select(Execution.id, Execution.patient_id, Execution.day, Execution.code).where(
-            Execution.patient_id.in_(ids), Execution.source == ExecutionSource.OUTPATIENT
-        )
-    ):
-        delivered[patient_id].append(DeliveredService(execution_id, day, code))
-    stored: dict[tuple[int, str], ActivityOutcome] = {
-        (o.plan_id, o.activity_id): o
-        for o in session.scalars(select(ActivityOutcome).where(ActivityOutcome.patient_id.in_(ids)))
-    }
-    changed = 0
-    for patient_id in ids:
-        manual = {key for key, o in stored.items() if o.patient_id == patient_id and o.source is OutcomeSource.MANUAL}
-        occurrences = [p for p in planned.get(patient_id, []) if (p.plan_id, p.activity_id) not in manual]
-        wanted = {(r.plan_id, r.activity_id): r for r in reconcile(occurrences, delivered.get(patient_id, []), as_of)}
-        for key, result in wanted.items():
-            changed += _apply(session, patient_id, stored.get(key), result, at)
-        for key, row in stored.items():
-            if row.patient_id == patient_id and row.source is OutcomeSource.FLOWS and wanted.get(key) is None:
-                session.execute(delete(ActivityOutcome).where(ActivityOutcome.id == row.id))
-                changed += 1
-    return changed
 
-
-def _apply(session: Session, patient_id: int, row: ActivityOutcome | None, result: Reconciled, at: datetime) -> int:
-    if result.outcome is None:
-        return 0  # still planned; a stored flows row, if any, is removed by the caller
-    values = {
-        "outcome": result.outcome,
-        "due_on": result.window.due,
-        "window_from": result.window.opens,
-        "window_until": result.window.closes,
-        "done_on": result.done_on,
-        "execution_id": result.execution_id,
-    }
-    if row is None:
-        session.add(
-            ActivityOutcome(
-                plan_id=result.plan_id,
-                patient_id=patient_id,
-                activity_id=result.activity_id,
-                source=OutcomeSource.FLOWS,
-                note=None,
-                recorded_by=SYSTEM,
-                recorded_at=at,
-                **values,
+    def _groups(self) -> None:
+        session, connection = self.session, self.session.connection()
+        bulk_insert(connection, RECON_SCOPE, ("patient_id",), ((p,) for p in self.scope))
+        mark = aliased(ReconciledPlan)
+        changed = or_(mark.plan_id.is_(None), mark.version != CarePlanRecord.current_version,
+                      mark.status != CarePlanRecord.status)  # fmt: skip
+        session.execute(
+            insert(RECON_PLANS).from_select(
+                ["plan_id", "patient_id", "changed"],
+                select(CarePlanRecord.id, CarePlanRecord.patient_id, changed)
+                .join(RECON_SCOPE, RECON_SCOPE.c.patient_id == CarePlanRecord.patient_id)
+                .outerjoin(mark, mark.plan_id == CarePlanRecord.id)
+                .where(CarePlanRecord.status.in_(RECONCILED_PLANS)),
             )
         )
-        return 1
-    if all(getattr(row, k) == v for k, v in values.items()):
-        return 0
-    for k, v in values.items():
-        setattr(row, k, v)
-    row.recorded_at = at
-    return 1
+        stem = self._stem(PlanActivityRecord.code).label("stem")
+        sources: list[Any] = []
+        if self.load_id is not None:  # (a)
+            sources.append(
+                select(Execution.patient_id, Execution.stem)
+                .where(Execution.load_id == self.load_id, Execution.source == ExecutionSource.OUTPATIENT)
+                .distinct()
+            )
+        if self.as_of is not None and (self.previous is None or self.as_of > self.previous):  # (b)
+            day, closes = PlanActivityRecord.day, self._closes()
+            window = [day < self.as_of, closes < self.as_of]
+            if self.previous is not None:
+                window += [day >= self.previous - timedelta(days=DAYS_IN_YEAR), closes >= self.previous]
+            sources.append(self._occurrences(CarePlanRecord.patient_id, stem).where(*window).distinct())
+        sources.append(
+            self._occurrences(CarePlanRecord.patient_id, stem).where(RECON_PLANS.c.changed).distinct()
+        )  # (c)
+        groups = union(*sources).subquery() if len(sources) > 1 else sources[0].subquery()
+        session.execute(insert(RECON_GROUPS).from_select(["patient_id", "stem"], select(groups.c[0], groups.c[1])))
+        served = (
+            select(Execution.patient_id, Execution.stem)
+            .join(
+                RECON_GROUPS,
+                and_(RECON_GROUPS.c.patient_id == Execution.patient_id, RECON_GROUPS.c.stem == Execution.stem),
+            )
+            .where(Execution.source == ExecutionSource.OUTPATIENT)
+            .distinct()
+        )
+        session.execute(insert(RECON_SERVED).from_select(["patient_id", "stem"], served))
+
+    def _fetch(self) -> tuple[list[_Occurrence], dict[tuple[int, str], list[DeliveredService]]]:
+        """The occurrences of the groups (of those without a service, only the closed or stored ones), each with
+        its stored outcome; the services of the groups that have some."""
+        g, x, o = RECON_GROUPS.c, RECON_SERVED.c, aliased(ActivityOutcome)
+        a, stem = PlanActivityRecord, self._stem(PlanActivityRecord.code)
+        stored_columns = (o.id, o.source, *(getattr(o, k) for k in STORED))
+        wanted: list[ColumnElement[bool]] = [x.patient_id.is_not(None), o.id.is_not(None)]
+        if self.as_of is not None:
+            wanted.append(and_(a.day < self.as_of, self._closes() < self.as_of))
+        query = (
+            self._occurrences(
+                CarePlanRecord.patient_id,
+                CarePlanRecord.id,
+                a.activity_id,
+                a.day,
+                a.code,
+                a.times_per_year,
+                stem,
+                x.patient_id,
+                *stored_columns,
+            )
+            .join(RECON_GROUPS, and_(g.patient_id == CarePlanRecord.patient_id, g.stem == stem))
+            .outerjoin(RECON_SERVED, and_(x.patient_id == g.patient_id, x.stem == g.stem))
+            .outerjoin(o, and_(o.plan_id == CarePlanRecord.id, o.activity_id == a.activity_id))
+            .where(or_(*wanted))
+        )
+        occurrences: list[_Occurrence] = []
+        for patient_id, plan_id, activity_id, day, code, per_year, group, served, *stored in self.session.execute(
+            query
+        ):
+            occurrence = PlannedOccurrence(plan_id, activity_id, day, code, per_year)
+            occurrences.append((patient_id, occurrence, group if served is not None else None,
+                                _Stored(*stored) if stored[0] is not None else None))  # fmt: skip
+        services: dict[tuple[int, str], list[DeliveredService]] = defaultdict(list)
+        for execution_id, patient_id, day, code, group in self.session.execute(
+            select(Execution.id, Execution.patient_id, Execution.day, Execution.code, Execution.stem)
+            .join(
+                RECON_SERVED,
+                and_(RECON_SERVED.c.patient_id == Execution.patient_id, RECON_SERVED.c.stem == Execution.stem),
+            )
+            .where(Execution.source == ExecutionSource.OUTPATIENT)
+        ):
+            services[(patient_id, group)].append(DeliveredService(execution_id, day, code))
+        return occurrences, services
+
+    def _match(
+        self, occurrences: list[_Occurrence], services: dict[tuple[int, str], list[DeliveredService]]
+    ) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]], list[int]]:
+        """What to insert, update and delete so that the stored outcomes are what the rules say."""
+        groups: dict[tuple[int, str | None], list[tuple[PlannedOccurrence, _Stored | None]]] = defaultdict(list)
+        for patient_id, occurrence, group, stored in occurrences:
+            if stored is not None and stored.source is OutcomeSource.MANUAL:
+                continue  # a person's word stands, and takes no service from the others
+            groups[(patient_id, group)].append((occurrence, stored))
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[dict[str, Any]] = []
+        deletes: list[int] = []
+        for (patient_id, group), members in groups.items():
+            delivered = services.get((patient_id, group), []) if group is not None else []
+            stored_of = {(m.plan_id, m.activity_id): row for m, row in members}
+            for result in reconcile([m for m, _ in members], delivered, self.as_of):
+                row = stored_of[(result.plan_id, result.activity_id)]
+                if result.outcome is None:
+                    if row is not None:
+                        deletes.append(row.id)
+                    continue
+                values = (
+                    result.outcome,
+                    result.window.due,
+                    result.window.opens,
+                    result.window.closes,
+                    result.done_on,
+                    result.execution_id,
+                )
+                if row is None:
+                    inserts.append((result.plan_id, patient_id, result.activity_id, *values,
+                                    OutcomeSource.FLOWS, None, SYSTEM, self.at))  # fmt: skip
+                elif row.values != values:
+                    updates.append({"b_id": row.id, **{f"b_{k}": v for k, v in zip(STORED, values, strict=True)},
+                                    "b_recorded_at": self.at})  # fmt: skip
+        # Rows of changed plans whose activity is no longer in the current version.
+        current = (
+            select(PlanActivityRecord.id)
+            .join(PlanVersion, PlanVersion.id == PlanActivityRecord.version_id)
+            .join(
+                CarePlanRecord,
+                and_(CarePlanRecord.id == PlanVersion.plan_id, PlanVersion.version == CarePlanRecord.current_version),
+            )
+            .where(
+                CarePlanRecord.id == ActivityOutcome.plan_id,
+                PlanActivityRecord.activity_id == ActivityOutcome.activity_id,
+            )
+        )
+        deletes += self.session.scalars(
+            select(ActivityOutcome.id)
+            .join(RECON_PLANS, and_(RECON_PLANS.c.plan_id == ActivityOutcome.plan_id, RECON_PLANS.c.changed))
+            .where(ActivityOutcome.source == OutcomeSource.FLOWS, ~exists(current))
+        ).all()
+        return inserts, updates, deletes
+
+    def _write(self, inserts: list[tuple[Any, ...]], updates: list[dict[str, Any]], deletes: list[int]) -> int:
+        session = self.session
+        table = table_of(ActivityOutcome)
+        for start in range(0, len(deletes), 10_000):
+            session.execute(delete(table).where(table.c.id.in_(deletes[start : start + 10_000])))
+        if updates:
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values({k: bindparam(f"b_{k}") for k in (*STORED, "recorded_at")})
+            )
+            for start in range(0, len(updates), 10_000):
+                session.connection().execute(statement, updates[start : start + 10_000])
+        bulk_insert(session.connection(), table, OUTCOME_COLUMNS, inserts)
+        session.expire_all()
+        return len(inserts) + len(updates) + len(set(deletes))
+
+    def _mark(self) -> None:
+        """The plans recomputed in full now stand as reconciled on their current version and status."""
+        changed = select(RECON_PLANS.c.plan_id).where(RECON_PLANS.c.changed)
+        self.session.execute(delete(ReconciledPlan).where(ReconciledPlan.plan_id.in_(changed)))
+        self.session.execute(
+            insert(table_of(ReconciledPlan)).from_select(
+                ["plan_id", "version", "status", "reconciled_at"],
+                select(
+                    CarePlanRecord.id,
+                    CarePlanRecord.current_version,
+                    CarePlanRecord.status,
+                    sql_literal(self.at, DateTime(timezone=True)),
+                )
+                .join(RECON_PLANS, RECON_PLANS.c.plan_id == CarePlanRecord.id)
+                .where(RECON_PLANS.c.changed),
+            )
+        )
+
+    def _stem(self, code: Any) -> ColumnElement[str]:
+        return stem_sql(code, self.dialect)
+
+    def _closes(self) -> ColumnElement[date]:
+        return window_closes_sql(PlanActivityRecord.day, PlanActivityRecord.times_per_year, self.dialect)
+
+
+# --- the rules as SQL, for choosing rows (the rules themselves run in Python) -------------------------------------
+
+
+def stem_sql(code: Any, dialect: str) -> ColumnElement[str]:
+    """``rules.code_stem`` in SQL: the code up to its second dot (the whole code when it has fewer)."""
+    clean = func.upper(func.trim(code))
+    find = func.strpos if dialect == "postgresql" else func.instr
+    first = find(clean, ".")
+    rest = func.substr(clean, first + 1)
+    second = find(rest, ".")
+    return case((or_(first == 0, second == 0), clean), else_=func.substr(clean, 1, first + second - 1))
+
+
+def window_closes_sql(day: Any, times_per_year: Any, dialect: str) -> ColumnElement[date]:
+    """The last day of an occurrence's window (``rules.activity_window``) in SQL: day + (365 // n) // 2."""
+    per_year = times_per_year - 1e-9
+    if dialect == "postgresql":
+        occurrences: ColumnElement[int] = cast(func.greatest(1, func.ceil(per_year)), Integer)
+        return cast(day + sql_literal(DAYS_IN_YEAR) // occurrences // 2, Date)
+    whole = cast(per_year, Integer)  # SQLite truncates; it may lack ceil()
+    occurrences = cast(func.max(1, whole + case((per_year > whole, 1), else_=0)), Integer)
+    half = sql_literal(DAYS_IN_YEAR) // occurrences // 2
+    return func.date(day, "+" + cast(half, String) + " days")
 
 
 def mark_done(
@@ -408,6 +762,7 @@ def mark_done(
     row.outcome, row.due_on, row.window_from, row.window_until = outcome, due, window.opens, window.closes
     row.done_on, row.execution_id, row.source, row.note = done_on, None, OutcomeSource.MANUAL, text
     row.recorded_by, row.recorded_at = author, at
+    session.execute(delete(ReconciledPlan).where(ReconciledPlan.plan_id == plan.id))  # its groups, recomputed
     session.flush()
     record(
         session,

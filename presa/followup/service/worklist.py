@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, type_coerce
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
@@ -514,7 +514,26 @@ def list_items(
     only once their time has come; never the items of a patient whose care pact in force was revoked. ``scope``
     adds the caller's conditions on :class:`WorkItem` (the API's: which patients the account may see).
     """
-    at = at or now()
+    query = work_list_query(session, filters, at=at or now(), limit=limit, after=after, scope=scope)
+    rows = [
+        WorkRow(item, resident_id, level, gp_id, next_action(item.kind))
+        for item, resident_id, level, gp_id in session.execute(query)
+    ]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return WorkPage(rows, encode_cursor(rows[-1].item) if more else None, filters)
+
+
+def work_list_query(
+    session: Session,
+    filters: WorkListFilter,
+    *,
+    at: datetime,
+    limit: int = DEFAULT_PAGE,
+    after: str | None = None,
+    scope: Sequence[ColumnElement[bool]] = (),
+) -> Select[WorkItem, str, int, str | None]:
+    """The SELECT of one page of :func:`list_items` (one row more than ``limit``, to know whether more follow)."""
     if not 1 <= limit <= MAX_PAGE:
         raise CareError(f"a page holds 1 to {MAX_PAGE} items, not {limit}")
     w = WorkItem
@@ -542,13 +561,7 @@ def list_items(
                 and_(w.priority_score == score, w.due_on == day, w.id > item_id),
             ),
         )
-    rows = [
-        WorkRow(item, resident_id, level, gp_id, next_action(item.kind))
-        for item, resident_id, level, gp_id in session.execute(query)
-    ]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return WorkPage(rows, encode_cursor(rows[-1].item) if more else None, filters)
+    return query
 
 
 def _conditions(session: Session, f: WorkListFilter) -> list[ColumnElement[bool]]:
