@@ -12,11 +12,13 @@ from sqlalchemy.orm import Session
 from presa.care.service import CareError, ProcessingRefusedError, invite, load_run, revoke_pact
 from presa.care.service.organisations import assign_role, register_practitioner
 from presa.care.store.models import Patient
+from presa.followup.rules import priority_band, priority_score
 from presa.followup.service.contacts import contacts_of, log_contact
 from presa.followup.service.reconcile import mark_done
 from presa.followup.service.transitions import open_transition
 from presa.followup.service.worklist import (
     WorkListFilter,
+    add_item,
     assign,
     close,
     items_of,
@@ -237,3 +239,18 @@ def test_things_to_do_are_reminded_once(db: Session, patient: Planned) -> None:
     [message] = outbox_of(db, patient.care.patient.id)
     assert message.template == "activity_todo" and message.body.startswith("Promemoria PAI: Visita di controllo")
     assert message.not_before == at(week_before)  # 10:00 in Rome
+
+
+def test_the_refresh_rescores_in_sql_as_the_rule_does(db: Session, patient: Planned) -> None:
+    """Every kind, days before and after today and beyond the cap: the refresh's set-based priorities are the pure
+    rule's (``priority_score``, ``priority_band``)."""
+    person = patient.care.patient
+    for number, (kind, late) in enumerate((k, d) for k in ItemKind for d in (-5, 0, 1, 30, 200, 400)):
+        add_item(db, key=f"test:{number}", kind=kind, patient=person, title="t", due_on=JUNE_15 - timedelta(days=late),
+                 author="cm", origin="contact", at=at(JUNE_15 - timedelta(days=800)))  # fmt: skip
+    report = refresh_worklist(db, today=JUNE_15, at=at(JUNE_15))
+    assert report.rescored > 0
+    for item in items_of(db, person.id):
+        if item.key.startswith("test:"):
+            expected = priority_score(item.kind, person.level, item.due_on, JUNE_15)
+            assert (item.priority_score, item.priority) == (expected, priority_band(expected)), item.key

@@ -18,8 +18,25 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Integer,
+    Select,
+    Table,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy import literal as sql_literal
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
@@ -27,8 +44,10 @@ from presa.care.enrolment import EpisodeState
 from presa.care.pact import PactStatus
 from presa.care.service.common import CareError, get, now, require_text
 from presa.care.service.organisations import active_role
-from presa.care.store.audit import record
+from presa.care.store.audit import origin, record
+from presa.care.store.bulk import bulk_insert, counted, table_of
 from presa.care.store.models import (
+    AuditEvent,
     CarePact,
     CarePlanRecord,
     Episode,
@@ -39,7 +58,17 @@ from presa.care.store.models import (
     RoleKind,
 )
 from presa.followup.config import FollowupConfig, default_config
-from presa.followup.rules import italian_day, next_action, priority_band, priority_score
+from presa.followup.rules import (
+    ASAP_FROM,
+    KIND_POINTS,
+    LEVEL_POINTS,
+    POINTS_PER_DAY_OVERDUE,
+    URGENT_FROM,
+    italian_day,
+    next_action,
+    priority_band,
+    priority_score,
+)
 from presa.followup.service.scope import processable
 from presa.followup.store import (
     ActivityOutcome,
@@ -55,6 +84,10 @@ from presa.followup.store import (
 
 SYSTEM = "system"
 REFRESH = "refresh"
+CHUNK = 5_000
+NEW_ITEM_COLUMNS = ("key", "kind", "status", "patient_id", "gestore_id", "ats_code", "owner_id", "plan_id",
+                    "activity_id", "activity_kind", "due_on", "priority_score", "priority", "title", "origin",
+                    "created_at", "created_by", "updated_at")  # fmt: skip
 ACTIVITY_KINDS = frozenset({ItemKind.OVERDUE, ItemKind.NOT_BOOKED, ItemKind.DUE_SOON})
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -237,73 +270,126 @@ def refresh_worklist(
     gestore_id: int | None = None,
     config: FollowupConfig | None = None,
 ) -> RefreshReport:
-    """Bring the work-list items in line with the plans, bookings and enrolments as of ``today``."""
+    """Bring the work-list items in line with the plans, bookings and enrolments as of ``today``.
+
+    Set-based, for a region's lists: the items wanted are computed in one pass, the new ones stored by the
+    database's bulk load (with their audit rows), closures, reopenings and the new priorities written by a few
+    UPDATE statements; never an ORM object per item.
+    """
     at = at or now()
     settings = config or default_config()
-    wanted = {w.key: w for w in _wanted(session, today, gestore_id, settings)}
-    query = select(WorkItem).where(WorkItem.origin == REFRESH)
-    if gestore_id is not None:
-        query = query.where(WorkItem.gestore_id == gestore_id)
-    existing = {item.key: item for item in session.scalars(query.where(WorkItem.key.in_(wanted)))} if wanted else {}
-    created = reopened = closed = 0
-    patients = (
-        {
-            p.id: p
-            for p in session.scalars(select(Patient).where(Patient.id.in_({w.patient_id for w in wanted.values()})))
-        }
-        if wanted
-        else {}
-    )
-    for key, want in wanted.items():
-        item = existing.get(key)
-        if item is None:
-            add_item(
-                session,
-                key=key,
-                kind=want.kind,
-                patient=patients[want.patient_id],
-                title=want.title,
-                due_on=want.due_on,
-                author=SYSTEM,
-                origin=REFRESH,
-                at=at,
-                gestore_id=want.gestore_id,
-                owner_id=want.owner_id,
-                plan_id=want.plan_id,
-                activity_id=want.activity_id,
-                activity_kind=want.activity_kind,
-                config=settings,
-            )
-            created += 1
-        elif item.status is ItemStatus.CLOSED and item.closed_by == SYSTEM:
-            item.status, item.closed_at, item.closed_by, item.outcome, item.updated_at = (
-                ItemStatus.OPEN,
-                None,
-                None,
-                None,
-                at,
-            )
-            reopened += 1
-    live = select(WorkItem).where(WorkItem.status != ItemStatus.CLOSED)
-    if gestore_id is not None:
-        live = live.where(WorkItem.gestore_id == gestore_id)
-    allowed = set(session.scalars(select(Patient.id).where(processable(Patient.id))))
-    rescored = 0
-    for item, level in session.execute(
-        live.add_columns(Patient.level).join(Patient, Patient.id == WorkItem.patient_id)
-    ):
-        stopped = item.kind is not ItemKind.INVITED_NO_ANSWER and item.patient_id not in allowed
-        if (item.origin == REFRESH and item.key not in wanted) or stopped:
-            outcome = "processing stopped: no signed care pact in force" if stopped else "resolved"
-            _close(item, outcome, SYSTEM, at)
-            closed += 1
-            continue
-        score = priority_score(item.kind, level, item.due_on, today, cap_days=settings.worklist.overdue_cap_days)
-        if score != item.priority_score:
-            item.priority_score, item.priority, item.updated_at = score, priority_band(score), at
-            rescored += 1
     session.flush()
+    wanted = {w.key: w for w in _wanted(session, today, gestore_id, settings)}
+    mine = WorkItem.origin == REFRESH
+    if gestore_id is not None:
+        mine = and_(mine, WorkItem.gestore_id == gestore_id)
+    existing = {
+        key: (item_id, status, closed_by)
+        for key, item_id, status, closed_by in session.execute(
+            select(WorkItem.key, WorkItem.id, WorkItem.status, WorkItem.closed_by).where(mine)
+        )
+    }
+    table, w = table_of(WorkItem), WorkItem
+    new = [want for key, want in wanted.items() if key not in existing]
+    created = _create(session, new, at, settings)
+    reopen = [item_id for key, (item_id, status, by) in existing.items()
+              if key in wanted and status is ItemStatus.CLOSED and by == SYSTEM]  # fmt: skip
+    reopened = _by_ids(session, table, reopen, {"status": ItemStatus.OPEN, "closed_at": None, "closed_by": None,
+                                                "outcome": None, "updated_at": at})  # fmt: skip
+    closing = {"status": ItemStatus.CLOSED, "closed_at": at, "closed_by": SYSTEM, "snoozed_until": None,
+               "snooze_reason": None, "updated_at": at}  # fmt: skip
+    live = w.status != ItemStatus.CLOSED
+    scope = [live] if gestore_id is None else [live, w.gestore_id == gestore_id]
+    closed = counted(
+        session,
+        update(table)
+        .where(*scope, w.kind != ItemKind.INVITED_NO_ANSWER, ~processable(w.patient_id))
+        .values(**closing, outcome="processing stopped: no signed care pact in force"),
+    )
+    resolved = [item_id for key, (item_id, status, _) in existing.items()
+                if key not in wanted and status is not ItemStatus.CLOSED]  # fmt: skip
+    closed += _by_ids(session, table, resolved, {**closing, "outcome": "resolved"}, only_live=True)
+    score = _score_sql(session, today, settings.worklist.overdue_cap_days)
+    rescored = counted(
+        session,
+        update(table)
+        .where(*scope, w.priority_score != score)
+        .values(priority_score=score, priority=_band_sql(score), updated_at=at),
+    )
+    session.expire_all()
     return RefreshReport(created, reopened, closed, rescored)
+
+
+def _create(session: Session, new: Sequence[Wanted], at: datetime, settings: FollowupConfig) -> int:
+    """Store the new items and their audit rows, by the database's bulk load."""
+    if not new:
+        return 0
+    levels: dict[int, tuple[int, str]] = {}
+    ids = sorted({want.patient_id for want in new})
+    for start in range(0, len(ids), CHUNK):
+        levels.update(
+            (patient_id, (level, ats_code))
+            for patient_id, level, ats_code in session.execute(
+                select(Patient.id, Patient.level, Patient.ats_code).where(Patient.id.in_(ids[start : start + CHUNK]))
+            )
+        )
+    day, cap = italian_day(at), settings.worklist.overdue_cap_days
+    rows = []
+    for want in new:
+        level, ats_code = levels[want.patient_id]
+        score = priority_score(want.kind, level, want.due_on, day, cap_days=cap)
+        rows.append((want.key, want.kind, ItemStatus.OPEN, want.patient_id, want.gestore_id, ats_code, want.owner_id,
+                     want.plan_id, want.activity_id, want.activity_kind, want.due_on, score, priority_band(score),
+                     want.title, REFRESH, at, SYSTEM, at))  # fmt: skip
+    before = session.scalar(select(func.coalesce(func.max(WorkItem.id), 0)))
+    connection = session.connection()
+    bulk_insert(connection, table_of(WorkItem), NEW_ITEM_COLUMNS, rows)
+    made = session.execute(
+        select(WorkItem.id, WorkItem.patient_id, WorkItem.kind, WorkItem.due_on).where(
+            WorkItem.id > before, WorkItem.origin == REFRESH, WorkItem.created_at == at
+        )
+    )
+    where = origin(session)
+    bulk_insert(
+        connection,
+        table_of(AuditEvent),
+        ("at", "actor", "action", "entity", "entity_id", "patient_id", "remote_addr", "detail"),
+        ((at, SYSTEM, "open", "work_item", str(item_id), patient_id, where,
+          {"kind": kind.value, "due_on": due_on.isoformat()}) for item_id, patient_id, kind, due_on in made),
+    )  # fmt: skip
+    return len(rows)
+
+
+def _by_ids(
+    session: Session, table: Table, ids: Sequence[int], values: dict[str, Any], *, only_live: bool = False
+) -> int:
+    changed = 0
+    for start in range(0, len(ids), CHUNK):
+        statement = update(table).where(table.c.id.in_(ids[start : start + CHUNK])).values(**values)
+        if only_live:
+            statement = statement.where(table.c.status != ItemStatus.CLOSED)
+        changed += counted(session, statement)
+    return changed
+
+
+def _score_sql(session: Session, today: date, cap_days: int) -> ColumnElement[int]:
+    """``rules.priority_score`` in SQL, for every item at once (tests check that the two agree)."""
+    w = WorkItem
+    level = select(Patient.level).where(Patient.id == w.patient_id).scalar_subquery()
+    level_points = case(*((level == k, v) for k, v in LEVEL_POINTS.items()), else_=100)
+    kind_points = case(*((w.kind == k, v) for k, v in KIND_POINTS.items()), else_=0)
+    if session.get_bind().dialect.name == "postgresql":
+        late: ColumnElement[int] = func.least(func.greatest(sql_literal(today, Date) - w.due_on, 0), cap_days)
+    else:
+        days = cast(func.julianday(sql_literal(today.isoformat())) - func.julianday(w.due_on), Integer)
+        late = func.min(func.max(days, 0), cap_days)
+    return cast(level_points + kind_points + POINTS_PER_DAY_OVERDUE * late, Integer)
+
+
+def _band_sql(score: ColumnElement[int]) -> ColumnElement[str]:
+    """``rules.priority_band`` in SQL."""
+    return case((score >= ASAP_FROM, Priority.ASAP.value), (score >= URGENT_FROM, Priority.URGENT.value),
+                else_=Priority.ROUTINE.value)  # fmt: skip
 
 
 def _wanted(session: Session, today: date, gestore_id: int | None, settings: FollowupConfig) -> list[Wanted]:
