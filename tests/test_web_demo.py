@@ -4,6 +4,7 @@ the accounts it prints sign in, and each role lands on its own pages with data o
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,8 @@ def test_the_demo_prepares_a_store_and_accounts_that_sign_in(tmp_path: Path) -> 
                 assert answer.status_code == 303 and answer.headers["location"] == home, username
                 page = client.get(home)
                 assert page.status_code == 200 and expected in page.text, (username, page.text[:2000])
+                if username == "medico":  # a patient's page shows the criteria that placed them, from the run
+                    first = re.search(r'href="(/patients/\d+)"', page.text)
+                    assert first is not None
+                    record = client.get(first.group(1)).text
+                    assert "Criteri soddisfatti nei flussi" in record and "Assegnata" in record

@@ -151,7 +151,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
     database: DatabaseOption = None,
 ) -> None:
-    """Serve the REST API (under /api; OpenAPI at /api/openapi.json, docs at /api/docs) with uvicorn."""
+    """Serve the web application and the REST API (under /api; OpenAPI at /api/openapi.json, docs at /api/docs)."""
     import uvicorn
 
     from presa.web.app import create_app
@@ -159,7 +159,11 @@ def serve(
     url = normalise_url(database) if database else database_url()
     with store(database):
         pass  # migrated; the app opens its own engine
-    console.print(f"presa API on http://{host}:{port}/api (store: {url.render_as_string(hide_password=True)})")
+    console.print(
+        f"presa on http://{host}:{port}/ (web pages; the API under /api; store: "
+        f"{url.render_as_string(hide_password=True)})",
+        soft_wrap=True,
+    )
     uvicorn.run(create_app(url.render_as_string(hide_password=False)), host=host, port=port, proxy_headers=True)
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import ColumnElement, String, and_, cast, exists, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, case, cast, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from presa.auth.models import Role
@@ -76,9 +76,12 @@ def plan_to_activate() -> ColumnElement[bool]:
     )
 
 
+_DRAFT = aliased(CarePlanRecord, name="next_draft")
+
+
 def plan_to_renew(today: date) -> ColumnElement[bool]:
     """The active plan ends within :data:`RENEW_WITHIN` and next year's is not drafted yet."""
-    draft = aliased(CarePlanRecord)
+    draft = _DRAFT
     return and_(
         exists().where(
             CarePlanRecord.episode_id == Episode.id,
@@ -90,10 +93,8 @@ def plan_to_renew(today: date) -> ColumnElement[bool]:
 
 
 def needs_action(action: str, today: date) -> ColumnElement[bool]:
-    conditions = {"pact": pact_to_sign(), "plan": plan_to_activate(), "renew": plan_to_renew(today)}
-    if action == "any":
-        return or_(*conditions.values())
-    return conditions[action]
+    named = conditions(today)
+    return or_(*named.values()) if action == "any" else named[action]
 
 
 @dataclass(frozen=True)
@@ -105,17 +106,18 @@ class Row:
     actions: tuple[str, ...]
 
 
+def conditions(today: date) -> dict[str, ColumnElement[bool]]:
+    return {"pact": pact_to_sign(), "plan": plan_to_activate(), "renew": plan_to_renew(today)}
+
+
 def action_tags(page: Page, episodes: Sequence[Episode]) -> dict[int, tuple[str, ...]]:
-    """Per episode id, what it waits for: ``pact``, ``plan``, ``renew`` (three small queries over the page shown)."""
+    """Per episode id, what it waits for: ``pact``, ``plan``, ``renew`` (one query over the page shown)."""
     ids = [e.id for e in episodes]
     if not ids:
         return {}
-    today = today_in_italy()
-    tags: dict[int, list[str]] = {i: [] for i in ids}
-    for name, condition in (("pact", pact_to_sign()), ("plan", plan_to_activate()), ("renew", plan_to_renew(today))):
-        for (episode_id,) in page.db.execute(select(Episode.id).where(Episode.id.in_(ids), condition)):
-            tags[episode_id].append(name)
-    return {i: tuple(t) for i, t in tags.items()}
+    named = conditions(today_in_italy())
+    query = select(Episode.id, *(case((c, 1), else_=0).label(n) for n, c in named.items())).where(Episode.id.in_(ids))
+    return {row.id: tuple(n for n in named if row._mapping[n]) for row in page.db.execute(query)}
 
 
 def names_of(page: Page, episodes: Sequence[Episode]) -> tuple[dict[int, str], dict[int, str]]:
@@ -150,7 +152,8 @@ def patient_list(
 ) -> Response:
     staff_only(page)
     actor = page.me
-    query = scoped_patients(actor)
+    base = scoped_patients(actor)
+    query = base
     levels = sorted({lv for lv in level or () if 1 <= lv <= 5})
     if levels:
         query = query.where(Patient.level.in_(levels))
@@ -185,7 +188,7 @@ def patient_list(
         for p, e in found
     ]
     page.ctx.audit_patients("list", "patient", [r.patient.id for r in rows])
-    counts = _action_counts(page) if actor.role is Role.CLINICIAN else None
+    counts = _action_counts(page, base) if actor.role is Role.CLINICIAN else None
     filters = {
         "level": levels,
         "pathology": pathology or "",
@@ -217,13 +220,12 @@ def _known_pathologies() -> list[str]:
     return list(pathology_names())
 
 
-def _action_counts(page: Page) -> dict[str, int]:
-    """How many of the clinician's patients wait for each action (their scope is a GP's list: small)."""
-    today = today_in_italy()
-    base = scoped_patients(page.me).with_only_columns(Patient.id)
-    return {
-        name: len(page.db.execute(base.where(needs_action(name, today))).all()) for name in ("pact", "plan", "renew")
-    }
+def _action_counts(page: Page, base: Select[Patient, Episode]) -> dict[str, int]:
+    """How many of the clinician's patients wait for each action, in one query (their scope is a GP's list)."""
+    named = conditions(today_in_italy())
+    query = base.with_only_columns(*(func.count().filter(c).label(n) for n, c in named.items()))
+    row = page.db.execute(query).one()
+    return {n: int(row._mapping[n] or 0) for n in named}
 
 
 def _query_string(filters: dict[str, Any]) -> str:
