@@ -6,12 +6,13 @@ the latest signed-or-revoked version of its care pact is signed (not revoked) an
 draft or active plan of the episode overlaps the 12 months from ``start``. Running it twice generates nothing the
 second time.
 
-Each plan is the pure core's (``presa.care.calendar.draft_care_plan``), stored as ``generate_plan`` stores it: one
-``care_plans`` row, version 1 in ``care_plan_versions``, its dated activities in ``plan_activities``, one audit row.
-The merge and the calendar depend only on the set of pathologies, the level, the sex, the templates' age bracket
-(``TemplateSet.age_breakpoints``), the patron saint's day of the municipality and the start, so each distinct
-combination is drafted once and rendered once in the database's load format; a patient then costs a few string
-joins (``cache=False`` drafts every patient afresh, to measure what that saves).
+Each plan is the pure core's (``presa.care.calendar.draft_care_plan``: ``merge_pathways``, then ``lay_calendar``),
+stored as ``generate_plan`` stores it: one ``care_plans`` row, version 1 in ``care_plan_versions``, its dated
+activities in ``plan_activities``, one audit row. The merge depends only on the set of pathologies, the level, the
+sex and the templates' age bracket (``TemplateSet.age_breakpoints``); the calendar only on the merged activities,
+the start and the patron saint's day of the municipality. So each distinct merge is made once, each distinct
+calendar laid once, and both are rendered once in the database's load format; a patient then costs two dictionary
+look-ups and a few string joins (``cache=False`` drafts every patient afresh, to measure what that saves).
 
 Storage is the database's bulk load, never an ORM INSERT per row. On PostgreSQL every row goes in by COPY, as text
 assembled from those pre-rendered pieces: ``presa.care.store.bulk.bulk_insert`` would convert every value of every
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -38,10 +39,10 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
-from presa.care.calendar import PatronDay, draft_care_plan, patron_day, year_after
+from presa.care.calendar import PatronDay, lay_calendar, patron_day, year_after
 from presa.care.pact import ConsentScope, PactStatus
 from presa.care.pdta import Sex, TemplateSet, default_templates
-from presa.care.plan import CarePlan, PlanActivity, PlannedActivity
+from presa.care.plan import CarePlan, MergedPlan, PlanActivity, PlannedActivity, merge_pathways
 from presa.care.service.common import now, today_in_italy
 from presa.care.service.plans import ACTIVITY_COLUMNS, PLANNABLE
 from presa.care.store.audit import origin, record
@@ -59,7 +60,7 @@ from presa.care.store.models import (
 )
 
 CHUNK_PATIENTS = 20_000
-"""Patients per chunk: about 250,000 activity rows, some 70 MB of COPY text at most in memory at once."""
+"""Patients per chunk: their candidate rows and plans are in memory at once (the rendered distinct plans are shared)."""
 WRITE_PATIENTS = 1_000
 """Patients whose rows are sent to the database together, so that it parses while Python assembles the next."""
 USUAL_AGES = range(0, 121)
@@ -110,7 +111,7 @@ class BulkPlanReport:
     start: date | None = None
     chunks: int = 0
     distinct_plans: int = 0
-    """How many plans were drafted: one per distinct combination of inputs with the cache, else one per patient."""
+    """Calendars laid: one per distinct (merged activities, patron saint's day) with the cache, else one per plan."""
     skipped: tuple[SkippedPatient, ...] = ()
 
 
@@ -131,12 +132,23 @@ class _Run:
 
 
 @dataclass(frozen=True, slots=True)
-class _Drafted:
-    """One distinct plan, as every patient with the same inputs gets it, and its rows pre-rendered by the store."""
+class _Merged:
+    """One distinct merge - pathologies, level, sex, age bracket - and its plan row's middle, rendered by the store."""
 
+    merged: MergedPlan
     pathologies: list[str]
     pathways: list[str]
     generic_follow_up: list[str]
+    activity_set: int
+    """The same number for every merge that plans the same activities (whatever pathologies asked for them)."""
+    rendered: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Laid:
+    """One distinct calendar - the merged activities laid from the start, without the patron saint's day - and its
+    dated activities, rendered by the store."""
+
     activities: int
     rendered: Any
 
@@ -147,13 +159,63 @@ class _Candidate:
     patient_id: int
     pact_id: int
     municipality: str | None
-    level: int
     age: int
-    sex: str
-    drafted: _Drafted
+    merge: _Merged
+    laid: _Laid
 
 
-_Key = tuple[tuple[str, ...], int, int | tuple[str, int], str, PatronDay | None]
+_MergeKey = tuple[tuple[str, ...], int, int | tuple[str, int], str]
+
+
+class _Planner:
+    """The plans of one call: merges and calendars made once per distinct inputs (unless ``cache`` is off)."""
+
+    def __init__(self, store: _Store, templates: TemplateSet, *, cache: bool) -> None:
+        self.store, self.templates, self.cache = store, templates, cache
+        self.merges: dict[_MergeKey, _Merged | str] = {}
+        self.calendars: dict[tuple[int, PatronDay | None], _Laid | str] = {}
+        self.activity_sets: dict[tuple[PlanActivity, ...], int] = {}
+        self.laid = 0
+
+    def plan(self, pathologies: Iterable[str], level: int, age: int, sex: str, municipality: str | None) -> Any:
+        """The patient's merge and calendar, or why the pure core refuses to build the plan."""
+        wanted = tuple(sorted(set(pathologies)))
+        key: _MergeKey = (wanted, level, _age_key(self.templates, age), sex)
+        merge = self.merges.get(key) if self.cache else None
+        if merge is None:
+            merge = self._merge(wanted, level, age, sex)
+            if self.cache:
+                self.merges[key] = merge
+        if isinstance(merge, str):
+            return merge
+        patron = patron_day(municipality)
+        laid = self.calendars.get((merge.activity_set, patron)) if self.cache else None
+        if laid is None:
+            laid = self._lay(merge.merged, municipality)
+            if self.cache:
+                self.calendars[merge.activity_set, patron] = laid
+        return laid if isinstance(laid, str) else (merge, laid)
+
+    def _merge(self, pathologies: tuple[str, ...], level: int, age: int, sex: str) -> _Merged | str:
+        if sex not in ("M", "F"):
+            return f"sex must be 'M' or 'F', not {sex!r}"
+        checked: Sex = "M" if sex == "M" else "F"
+        try:
+            merged = merge_pathways(pathologies, level=level, age=age, sex=checked, templates=self.templates)
+        except ValueError as exc:
+            return str(exc)
+        activity_set = self.activity_sets.setdefault(merged.activities, len(self.activity_sets))
+        lists = list(merged.pathologies), list(merged.pathways), list(merged.generic_follow_up)
+        return _Merged(merged, *lists, activity_set, self.store.render_merge(merged))
+
+    def _lay(self, merged: MergedPlan, municipality: str | None) -> _Laid | str:
+        """As ``presa.care.calendar.draft_care_plan`` after the merge."""
+        try:
+            plan = lay_calendar(merged, self.store.run.start, municipality=municipality)
+        except ValueError as exc:
+            return str(exc)
+        self.laid += 1
+        return _Laid(len(plan.activities), self.store.render_activities(plan))
 
 
 def generate_all_plans(
@@ -185,40 +247,31 @@ def generate_all_plans(
     run = _Run(start, year_after(start), author, at, template_set.digest, origin(session))
     session.flush()
     connection = session.connection()
-    store = (
-        _PostgresStore(connection, run) if connection.dialect.name == "postgresql" else _SqliteStore(connection, run)
-    )
-    drafts: dict[_Key, _Drafted | str] = {}
-    plans = activities = chunks = drafted_count = 0
+    postgres = connection.dialect.name == "postgresql"
+    store = _PostgresStore(connection, run) if postgres else _SqliteStore(connection, run)
+    planner = _Planner(store, template_set, cache=cache)
+    plans = activities = chunks = 0
     skipped: list[SkippedPatient] = []
 
     def report() -> BulkPlanReport:
         seconds = time.perf_counter() - started
-        return BulkPlanReport(plans, activities, seconds, start, chunks, drafted_count, tuple(skipped))
+        return BulkPlanReport(plans, activities, seconds, start, chunks, planner.laid, tuple(skipped))
 
     for rows in store.candidates(_candidates_query(run.start, run.end), chunk_size):
         chosen: list[_Candidate] = []
         for row in rows:
             episode_id, patient_id, pact_id, resident_id, sex, birth_date, municipality, level, pathologies = row
             age = _age_on(birth_date, start)
-            wanted = tuple(sorted(set(pathologies)))
-            key: _Key = (wanted, level, _age_key(template_set, age), sex, patron_day(municipality))
-            drafted = drafts.get(key) if cache else None
-            if drafted is None:
-                drafted = _draft(store, wanted, level, age, sex, municipality, template_set)
-                drafted_count += 1
-                if cache:
-                    drafts[key] = drafted
-            if isinstance(drafted, str):
-                skipped.append(SkippedPatient(patient_id, resident_id, drafted))
+            planned = planner.plan(pathologies, level, age, sex, municipality)
+            if isinstance(planned, str):
+                skipped.append(SkippedPatient(patient_id, resident_id, planned))
                 continue
-            chosen.append(_Candidate(episode_id, patient_id, pact_id, municipality, level, age, sex, drafted))
+            chosen.append(_Candidate(episode_id, patient_id, pact_id, municipality, age, *planned))
         if chosen:
-            plan_ids = store.reserve_ids(CarePlanRecord, len(chosen))
-            version_ids = store.reserve_ids(PlanVersion, len(chosen))
+            plan_ids, version_ids = store.reserve_ids(len(chosen))
             store.write(chosen, plan_ids, version_ids)
         plans += len(chosen)
-        activities += sum(c.drafted.activities for c in chosen)
+        activities += sum(c.laid.activities for c in chosen)
         chunks += 1
         if on_progress is not None:
             on_progress(report())
@@ -278,36 +331,6 @@ def _age_key(templates: TemplateSet, age: int) -> int | tuple[str, int]:
     return ("age", age)
 
 
-def _draft(
-    store: _Store,
-    pathologies: tuple[str, ...],
-    level: int,
-    age: int,
-    sex: str,
-    municipality: str | None,
-    templates: TemplateSet,
-) -> _Drafted | str:
-    """The plan of one combination of inputs, rendered for the store; or why it cannot be built."""
-    if sex not in ("M", "F"):
-        return f"sex must be 'M' or 'F', not {sex!r}"
-    checked: Sex = "M" if sex == "M" else "F"
-    try:
-        plan = draft_care_plan(
-            pathologies,
-            level=level,
-            age=age,
-            sex=checked,
-            start=store.run.start,
-            municipality=municipality,
-            templates=templates,
-        )
-    except ValueError as exc:
-        return str(exc)
-    merged = plan.merged
-    pathways, generic = list(merged.pathways), list(merged.generic_follow_up)
-    return _Drafted(list(merged.pathologies), pathways, generic, len(plan.activities), store.render(plan))
-
-
 # --- the two stores ------------------------------------------------------------------------------------------
 
 
@@ -320,10 +343,14 @@ class _Store:
     def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
         raise NotImplementedError
 
-    def reserve_ids(self, model: type[Any], count: int) -> Sequence[int]:
+    def reserve_ids(self, count: int) -> tuple[Sequence[int], Sequence[int]]:
+        """Ids for ``count`` new plans and as many versions."""
         raise NotImplementedError
 
-    def render(self, plan: CarePlan) -> Any:
+    def render_merge(self, merged: MergedPlan) -> Any:
+        raise NotImplementedError
+
+    def render_activities(self, plan: CarePlan) -> Any:
         raise NotImplementedError
 
     def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
@@ -331,12 +358,11 @@ class _Store:
 
 
 @dataclass(frozen=True, slots=True)
-class _CopyText:
-    """A distinct plan's rows as COPY text: the middle of its plan row, its audit detail, its activity tails."""
+class _MergeText:
+    """A distinct merge's parts of the COPY text: the middle of its plan row, the end of its audit detail."""
 
     plan: str
     audit: str
-    activities: tuple[str, ...]
 
 
 class _PostgresStore(_Store):
@@ -349,6 +375,7 @@ class _PostgresStore(_Store):
         self._plan_tail += f"\t{_text(run.digest)}\t{at}\t{author}\n"
         self._version_tail = f"\t1\t{author}\t{at}\n"
         self._audit_head = f"{at}\t{author}\t{_text(run.remote_addr)}\tgenerate\tcare_plan\t"
+        self._audit_detail = _text('{"start": ' + _json(run.start.isoformat()) + ', "activities": ')
         self._activity_parts: dict[PlanActivity, str] = {}
 
     def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
@@ -366,38 +393,35 @@ class _PostgresStore(_Store):
         finally:
             result.close()
 
-    def reserve_ids(self, model: type[Any], count: int) -> Sequence[int]:
-        table = table_of(model)
-        statement = sql.SQL("SELECT nextval(pg_get_serial_sequence({}, 'id')) FROM generate_series(1, %s)").format(
-            sql.Literal(table.name)
-        )
+    def reserve_ids(self, count: int) -> tuple[Sequence[int], Sequence[int]]:
+        sequences = [
+            sql.SQL("nextval(pg_get_serial_sequence({}, 'id'))").format(sql.Literal(table_of(model).name))
+            for model in (CarePlanRecord, PlanVersion)
+        ]
+        statement = sql.SQL("SELECT {} FROM generate_series(1, %s)").format(sql.SQL(", ").join(sequences))
         with self._driver().cursor() as cursor:
             cursor.execute(statement, (count,))
-            return [int(row[0]) for row in cursor.fetchall()]
+            rows = cursor.fetchall()
+        return [int(r[0]) for r in rows], [int(r[1]) for r in rows]
 
-    def render(self, plan: CarePlan) -> _CopyText:
-        merged = plan.merged
-        middle = "\t".join(
-            (
-                str(merged.level),
-                _text(merged.sex),
-                _text(_json(merged.pathologies)),
-                _text(_json(merged.pathways)),
-                _text(_json(merged.generic_follow_up)),
-            )
-        )
-        detail = {"start": plan.start.isoformat(), "activities": len(plan.activities), "pathways": merged.pathways}
-        return _CopyText(middle, _text(_json(detail)), tuple(self._activity_tail(p) for p in plan.activities))
+    def render_merge(self, merged: MergedPlan) -> _MergeText:
+        lists = (merged.pathologies, merged.pathways, merged.generic_follow_up)
+        middle = "\t".join((str(merged.level), _text(merged.sex), *(_text(_json(v)) for v in lists)))
+        return _MergeText(middle, _text(', "pathways": ' + _json(merged.pathways) + "}"))
+
+    def render_activities(self, plan: CarePlan) -> tuple[str, ...]:
+        """Each activity as the tail of one line of COPY text: a tab, then every column after ``version_id``."""
+        return tuple(self._activity_tail(p) for p in plan.activities)
 
     def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
-        plan_tail, version_tail, audit_head = self._plan_tail, self._version_tail, self._audit_head
+        plan_tail, version_tail = self._plan_tail, self._version_tail
+        audit_head, audit_detail = self._audit_head, self._audit_detail
 
         def plans() -> Iterator[str]:
             for plan_id, c in zip(plan_ids, chosen, strict=True):
                 municipality = "\\N" if c.municipality is None else _text(c.municipality)
-                text: _CopyText = c.drafted.rendered
-                yield f"{plan_id}\t{c.episode_id}\t{c.patient_id}\t{c.pact_id}\t{municipality}\t{c.age}\t"
-                yield text.plan
+                middle: str = c.merge.rendered.plan
+                yield f"{plan_id}\t{c.episode_id}\t{c.patient_id}\t{c.pact_id}\t{municipality}\t{c.age}\t{middle}"
                 yield plan_tail
 
         def versions() -> Iterator[str]:
@@ -406,14 +430,15 @@ class _PostgresStore(_Store):
 
         def activities() -> Iterator[str]:
             for version_id, c in zip(version_ids, chosen, strict=True):
-                tails: tuple[str, ...] = c.drafted.rendered.activities
+                tails: tuple[str, ...] = c.laid.rendered
                 if tails:
                     prefix = str(version_id)
                     yield prefix + ("\n" + prefix).join(tails) + "\n"
 
         def audit() -> Iterator[str]:
             for plan_id, c in zip(plan_ids, chosen, strict=True):
-                yield f"{audit_head}{plan_id}\t{c.patient_id}\t{c.drafted.rendered.audit}\n"
+                end: str = c.merge.rendered.audit
+                yield f"{audit_head}{plan_id}\t{c.patient_id}\t{audit_detail}{c.laid.activities}{end}\n"
 
         self._copy(CarePlanRecord, PLAN_COLUMNS, plans())
         self._copy(PlanVersion, VERSION_COLUMNS, versions())
@@ -436,7 +461,6 @@ class _PostgresStore(_Store):
                 copy.write("".join(batch))
 
     def _activity_tail(self, planned: PlannedActivity) -> str:
-        """A tab, then every column of the activity's row after ``version_id``, as COPY text."""
         activity = planned.activity
         part = self._activity_parts.get(activity)
         if part is None:
@@ -473,13 +497,18 @@ class _SqliteStore(_Store):
             after = rows[-1][0]
             yield rows
 
-    def reserve_ids(self, model: type[Any], count: int) -> Sequence[int]:
-        table = table_of(model)
-        largest = self.connection.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
-        first = int(largest or 0) + 1
-        return range(first, first + count)
+    def reserve_ids(self, count: int) -> tuple[Sequence[int], Sequence[int]]:
+        ids = []
+        for model in (CarePlanRecord, PlanVersion):
+            name = table_of(model).name
+            largest = self.connection.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {name}").scalar()
+            ids.append(range(int(largest or 0) + 1, int(largest or 0) + 1 + count))
+        return ids[0], ids[1]
 
-    def render(self, plan: CarePlan) -> tuple[tuple[Any, ...], ...]:
+    def render_merge(self, merged: MergedPlan) -> None:
+        return None  # plans and audit rows go through bulk_insert, from the merge's lists
+
+    def render_activities(self, plan: CarePlan) -> tuple[tuple[Any, ...], ...]:
         """Each activity as the values SQLAlchemy's SQLite types would bind, but ``version_id``."""
         return tuple(_sqlite_values(p) for p in plan.activities)
 
@@ -488,19 +517,15 @@ class _SqliteStore(_Store):
         plans = list(zip(plan_ids, chosen, strict=True))
 
         def plan_row(plan_id: int, c: _Candidate) -> tuple[Any, ...]:
-            d = c.drafted
+            m = c.merge
             return (
-                *(plan_id, c.episode_id, c.patient_id, c.pact_id, c.municipality, c.age, c.level, c.sex),
-                *(d.pathologies, d.pathways, d.generic_follow_up, run.start, run.end, PlanStatus.DRAFT, 1),
-                *(run.digest, run.at, run.author),
+                *(plan_id, c.episode_id, c.patient_id, c.pact_id, c.municipality, c.age, m.merged.level),
+                *(m.merged.sex, m.pathologies, m.pathways, m.generic_follow_up, run.start, run.end),
+                *(PlanStatus.DRAFT, 1, run.digest, run.at, run.author),
             )
 
         def audit_row(plan_id: int, c: _Candidate) -> tuple[Any, ...]:
-            detail = {
-                "start": run.start.isoformat(),
-                "activities": c.drafted.activities,
-                "pathways": c.drafted.pathways,
-            }
+            detail = {"start": run.start.isoformat(), "activities": c.laid.activities, "pathways": c.merge.pathways}
             return (run.at, run.author, run.remote_addr, "generate", "care_plan", str(plan_id), c.patient_id, detail)
 
         bulk_insert(connection, table_of(CarePlanRecord), PLAN_COLUMNS, (plan_row(p, c) for p, c in plans))
@@ -512,7 +537,7 @@ class _SqliteStore(_Store):
         )
         marks = ", ".join("?" * len(ACTIVITY_COLUMNS))
         statement = f"INSERT INTO {table_of(PlanActivityRecord).name} ({', '.join(ACTIVITY_COLUMNS)}) VALUES ({marks})"
-        rows = [(v, *values) for v, c in zip(version_ids, chosen, strict=True) for values in c.drafted.rendered]
+        rows = [(v, *values) for v, c in zip(version_ids, chosen, strict=True) for values in c.laid.rendered]
         if rows:
             connection.exec_driver_sql(statement, rows)
         bulk_insert(connection, table_of(AuditEvent), AUDIT_COLUMNS, (audit_row(p, c) for p, c in plans))
