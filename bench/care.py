@@ -12,9 +12,10 @@ counted):
 - floor: the very rows that step stored (plans, versions, activities, audit rows), dumped to files after it and
   copied back into a clone with plain COPY in one transaction - the cost of storing them and nothing else;
 - optionally (``--uncached``) the plans step again with the per-combination cache off;
-- optionally (``--layouts``) the same plans copied into other layouts of the activities, in scratch tables beside
-  the real ones: descriptions normalised into a definitions table (narrow activity rows), and one schedule per
-  distinct plan shared by the versions that have it - what a migration could save.
+- optionally (``--layouts``) the same plans copied into other layouts of the activities, in the clone: the same
+  tables without ``plan_activities``' foreign key and secondary indexes (what they cost), descriptions normalised
+  into a definitions table (narrow activity rows), and one schedule per distinct plan shared by the versions that
+  have it - what a migration could save.
 
 The server is a throw-away cluster made like the tests' (tests/pgserver.py: fsync off) unless ``--server external``
 asks for the one on 127.0.0.1:5432. Usage: ``python -m bench.care [--sizes 100000,1000000] [--server throwaway]``.
@@ -283,6 +284,11 @@ DEFINITIONS_DDL = (
 )
 DEFINITION_COLUMNS = ["id", *ACTIVITY_COLUMNS[4:]]
 LAYOUTS: dict[str, tuple[str, ...]] = {
+    "plan_activities without FK and secondary indexes": (
+        "ALTER TABLE plan_activities DROP CONSTRAINT fk_plan_activities_version_id_care_plan_versions",
+        "ALTER TABLE plan_activities DROP CONSTRAINT uq_plan_activities_version_id_activity_id",
+        "DROP INDEX ix_plan_activities_day",
+    ),
     "descriptions normalised": (
         DEFINITIONS_DDL,
         "CREATE TABLE bench_activities (id bigserial PRIMARY KEY, "
@@ -353,6 +359,7 @@ def layout_loads(directory: Path) -> dict[str, Load]:
     defined = ("bench_definitions", DEFINITION_COLUMNS, str(path("definitions")))
     refs = ["activity_id", "day", "origin", "definition_id"]
     return {
+        "plan_activities without FK and secondary indexes": floor_loads(directory),
         "descriptions normalised": [
             plans,
             versions_,
