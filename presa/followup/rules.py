@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from presa.care.calendar import working_days
@@ -269,6 +270,7 @@ class QuietHours:
         return end.astimezone(UTC)
 
 
+@lru_cache(maxsize=65_536)
 def add_working_days(day: date, count: int, municipality: str | None = None) -> date:
     """The ``count``-th working day after ``day`` (Italian holidays and the patron saint's day excluded).
 

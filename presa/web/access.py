@@ -137,9 +137,12 @@ def check(actor: Actor, permission: Permission) -> None:
         raise ApiError(403, f"the {actor.role} role may not {permission}")
 
 
+_OTHER_EPISODE = aliased(Episode, name="other_episode")  # an alias is costly to build: once
+
+
 def latest_episode() -> Any:
     """The id of each patient's latest episode, as a subquery correlated with :class:`Patient`."""
-    other = aliased(Episode)
+    other = _OTHER_EPISODE
     return select(func.max(other.id)).where(other.patient_id == Patient.id).correlate(Patient).scalar_subquery()
 
 

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from presa.auth.models import Account, ApiToken
-from presa.auth.service import AuthError, authenticate_token, token_digest
+from presa.auth.models import Account
+from presa.auth.service import AuthError, authenticate_bearer
 from presa.care.store.audit import origin, record, set_origin
 from presa.care.store.bulk import bulk_insert, table_of
 from presa.care.store.models import AuditEvent, Episode, Patient, Practitioner
@@ -64,10 +64,9 @@ def current_actor(request: Request, session: SessionDep, token: Annotated[str | 
     if not token:
         raise unauthenticated()
     try:
-        account = authenticate_token(session, token)
+        account, stored = authenticate_bearer(session, token)
     except AuthError as exc:
         raise unauthenticated(str(exc)) from None
-    stored = session.scalars(select(ApiToken).where(ApiToken.token_hash == token_digest(token))).one()
     return actor_of(session, account, stored.id, client_address(request))
 
 

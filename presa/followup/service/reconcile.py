@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+from psycopg import sql as psql
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -53,12 +54,12 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
+    false,
     func,
     insert,
     or_,
     select,
     true,
-    union,
     update,
 )
 from sqlalchemy import literal as sql_literal
@@ -205,6 +206,7 @@ def _reconcile_store(
     covered = covered_until or (date.fromisoformat(last) if last else None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    scratch = tempfile.TemporaryDirectory(prefix="presa-events-")
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
@@ -236,12 +238,24 @@ def _reconcile_store(
         )
         con.register("known", known)
         names = {t: literal(str(paths.table(t))) for t in ("outpatient", "discharges", "er_visits", "residents")}
-        rows = con.execute(EVENTS_SQL.format(outpatient_stem=STEM_SQL.format("o.service_code"), **names)).fetchall()
+        events = EVENTS_SQL.format(outpatient_stem=STEM_SQL.format("o.service_code"), **names)
+        incoming: Path | list[tuple[Any, ...]]
+        if session.get_bind().dialect.name == "postgresql":  # straight from DuckDB to COPY, no Python row
+            incoming = Path(scratch.name) / "events.csv"
+            con.execute(f"COPY ({events}) TO {literal(str(incoming))} (FORMAT csv, HEADER false, NULLSTR '\\N')")
+        else:
+            incoming = con.execute(events).fetchall()
+    except BaseException:
+        scratch.cleanup()
+        raise
     finally:
         con.close()
     seconds["read"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
-    new = _store_executions(session, load.id, rows)
+    try:
+        new = _store_executions(session, load.id, incoming)
+    finally:
+        scratch.cleanup()
     seconds["executions"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     enrolled_since = {patient_id: since for patient_id, _, since in scope}
@@ -306,21 +320,29 @@ RECON_INCOMING = Table(
 )
 
 
-def _store_executions(session: Session, load_id: int, rows: Sequence[tuple[Any, ...]]) -> int:
+def _store_executions(session: Session, load_id: int, incoming: Path | Sequence[tuple[Any, ...]]) -> int:
     """Store the services not stored yet (bulk load into a temporary table, then one INSERT ... SELECT that skips
-    what is there); how many were new."""
-    if not rows:
-        return 0
+    what is there); how many were new. ``incoming``: rows, or (PostgreSQL) a CSV file of them."""
     connection = session.connection()
     RECON_INCOMING.drop(connection, checkfirst=True)
     RECON_INCOMING.create(connection)
     try:
-        bulk_insert(connection, RECON_INCOMING, EXECUTION_COLUMNS, rows)
+        if isinstance(incoming, Path):
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            command = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL '\\N')").format(
+                psql.Identifier(RECON_INCOMING.name), psql.SQL(", ").join(map(psql.Identifier, EXECUTION_COLUMNS))
+            )
+            with driver.cursor() as cursor, cursor.copy(command) as copy, incoming.open("rb") as lines:
+                while block := lines.read(1 << 20):
+                    copy.write(block)
+        else:
+            bulk_insert(connection, RECON_INCOMING, EXECUTION_COLUMNS, incoming)
         dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        incoming = RECON_INCOMING.c
+        columns = RECON_INCOMING.c
         statement = dialect_insert(table_of(Execution)).from_select(
             [*EXECUTION_COLUMNS, "load_id"],
-            select(*(incoming[c] for c in EXECUTION_COLUMNS), sql_literal(load_id, Integer)).where(true()),
+            select(*(columns[c] for c in EXECUTION_COLUMNS), sql_literal(load_id, Integer)).where(true()),
         )
         session.execute(
             statement.on_conflict_do_nothing(index_elements=["patient_id", "source", "day", "code", "provider_code"])
@@ -384,8 +406,10 @@ def recompute_outcomes(session: Session, patient_ids: Iterable[int], *, at: date
 #       computed on (``followup_reconciled_plans``; none yet for a plan never reconciled, and ``mark_done`` clears
 #       it, since a person's "done" frees the service the flows had matched).
 #
-# Groups with a service go through rules.reconcile in Python; of the others only the occurrences whose window has
-# closed (missed) or that have a stored row come back from the database. The sets live in temporary tables.
+# Of those, the groups with a service (``recon_served``: (a), the served ones of (b), and the served groups of the
+# patients of (c)) come back whole and go through rules.reconcile in Python with their services; of the others only
+# what can have changed comes back: occurrences whose window has closed (of (c)) or closes now (of (b)), and the
+# stored rows of the plans of (c). Each set is one index-driven statement into a temporary table or out of it.
 
 TEMPORARY = MetaData()
 RECON_SCOPE = Table("recon_scope", TEMPORARY, Column("patient_id", Integer, primary_key=True), prefixes=["TEMPORARY"])
@@ -397,8 +421,8 @@ RECON_PLANS = Table(
     Column("changed", Boolean, nullable=False),
     prefixes=["TEMPORARY"],
 )
-RECON_GROUPS = Table(
-    "recon_groups",
+RECON_CLOSING = Table(
+    "recon_closing",
     TEMPORARY,
     Column("patient_id", Integer, primary_key=True),
     Column("stem", String(16), primary_key=True),
@@ -427,6 +451,7 @@ OUTCOME_COLUMNS = (
     "recorded_at",
 )
 STORED = ("outcome", "due_on", "window_from", "window_until", "done_on", "execution_id")
+WORK_MEM = "256MB"
 T = TypeVar("T")
 
 
@@ -448,7 +473,7 @@ class _Stored:
         return (self.outcome, self.due_on, self.window_from, self.window_until, self.done_on, self.execution_id)
 
 
-_Occurrence = tuple[int, PlannedOccurrence, str | None, _Stored | None]
+_Occurrence = tuple[int, PlannedOccurrence, str, _Stored | None]
 
 
 class _Recompute:
@@ -474,14 +499,16 @@ class _Recompute:
             return 0
         self.session.flush()
         connection = self.session.connection()
-        tables = (RECON_SCOPE, RECON_PLANS, RECON_GROUPS, RECON_SERVED)
+        if self.dialect == "postgresql":  # hash joins and DISTINCT of a region's rows in memory, this transaction only
+            connection.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        tables = (RECON_SCOPE, RECON_PLANS, RECON_CLOSING, RECON_SERVED)
         for table in tables:
             table.drop(connection, checkfirst=True)
             table.create(connection)
         try:
-            self._timed("groups", self._groups)
-            occurrences, served = self._timed("fetch", self._fetch)
-            changes = self._timed("match", lambda: self._match(occurrences, served))
+            self._timed("sets", self._sets)
+            occurrences, services, stale = self._timed("fetch", self._fetch)
+            changes = self._timed("match", lambda: self._match(occurrences, services, stale))
             changed = self._timed("write", lambda: self._write(*changes))
             self._timed("marks", self._mark)
         finally:
@@ -495,6 +522,10 @@ class _Recompute:
             return step()
         finally:
             self.seconds[name] = round(time.perf_counter() - started, 3)
+
+    @property
+    def _advanced(self) -> bool:
+        return self.as_of is not None and (self.previous is None or self.as_of > self.previous)
 
     # -- the sets ---------------------------------------------------------------------------------------------
 
@@ -510,7 +541,16 @@ class _Recompute:
             .where(a.code.is_not(None))
         )
 
-    def _groups(self) -> None:
+    def _closing_now(self) -> list[ColumnElement[bool]]:
+        """Windows that close between the coverage before this load and after it (day first, for its index)."""
+        assert self.as_of is not None
+        day, closes = PlanActivityRecord.day, self._closes()
+        window = [day < self.as_of, closes < self.as_of]
+        if self.previous is not None:
+            window += [day >= self.previous - timedelta(days=DAYS_IN_YEAR // 2 + 1), closes >= self.previous]
+        return window
+
+    def _sets(self) -> None:
         session, connection = self.session, self.session.connection()
         bulk_insert(connection, RECON_SCOPE, ("patient_id",), ((p,) for p in self.scope))
         mark = aliased(ReconciledPlan)
@@ -525,86 +565,83 @@ class _Recompute:
                 .where(CarePlanRecord.status.in_(RECONCILED_PLANS)),
             )
         )
-        stem = self._stem(PlanActivityRecord.code).label("stem")
-        sources: list[Any] = []
-        if self.load_id is not None:  # (a)
-            sources.append(
-                select(Execution.patient_id, Execution.stem)
-                .where(Execution.load_id == self.load_id, Execution.source == ExecutionSource.OUTPATIENT)
-                .distinct()
+        if self._advanced:  # (b)
+            stem = self._stem(PlanActivityRecord.code).label("stem")
+            session.execute(
+                insert(RECON_CLOSING).from_select(
+                    ["patient_id", "stem"],
+                    self._occurrences(CarePlanRecord.patient_id, stem).where(*self._closing_now()).distinct(),
+                )
             )
-        if self.as_of is not None and (self.previous is None or self.as_of > self.previous):  # (b)
-            day, closes = PlanActivityRecord.day, self._closes()
-            window = [day < self.as_of, closes < self.as_of]
-            if self.previous is not None:
-                window += [day >= self.previous - timedelta(days=DAYS_IN_YEAR), closes >= self.previous]
-            sources.append(self._occurrences(CarePlanRecord.patient_id, stem).where(*window).distinct())
-        sources.append(
-            self._occurrences(CarePlanRecord.patient_id, stem).where(RECON_PLANS.c.changed).distinct()
-        )  # (c)
-        groups = union(*sources).subquery() if len(sources) > 1 else sources[0].subquery()
-        session.execute(insert(RECON_GROUPS).from_select(["patient_id", "stem"], select(groups.c[0], groups.c[1])))
-        served = (
-            select(Execution.patient_id, Execution.stem)
-            .join(
-                RECON_GROUPS,
-                and_(RECON_GROUPS.c.patient_id == Execution.patient_id, RECON_GROUPS.c.stem == Execution.stem),
+        e, rc = Execution, RECON_CLOSING.c
+        served: list[ColumnElement[bool]] = [
+            e.patient_id.in_(select(RECON_PLANS.c.patient_id).where(RECON_PLANS.c.changed)),  # of (c)
+            exists().where(rc.patient_id == e.patient_id, rc.stem == e.stem),  # of (b)
+        ]
+        if self.load_id is not None:
+            served.append(e.load_id == self.load_id)  # (a)
+        session.execute(
+            insert(RECON_SERVED).from_select(
+                ["patient_id", "stem"],
+                select(e.patient_id, e.stem).where(e.source == ExecutionSource.OUTPATIENT, or_(*served)).distinct(),
             )
-            .where(Execution.source == ExecutionSource.OUTPATIENT)
-            .distinct()
         )
-        session.execute(insert(RECON_SERVED).from_select(["patient_id", "stem"], served))
 
-    def _fetch(self) -> tuple[list[_Occurrence], dict[tuple[int, str], list[DeliveredService]]]:
-        """The occurrences of the groups (of those without a service, only the closed or stored ones), each with
-        its stored outcome; the services of the groups that have some."""
-        g, x, o = RECON_GROUPS.c, RECON_SERVED.c, aliased(ActivityOutcome)
-        a, stem = PlanActivityRecord, self._stem(PlanActivityRecord.code)
-        stored_columns = (o.id, o.source, *(getattr(o, k) for k in STORED))
-        wanted: list[ColumnElement[bool]] = [x.patient_id.is_not(None), o.id.is_not(None)]
+    def _fetch(
+        self,
+    ) -> tuple[list[_Occurrence], dict[tuple[int, str], list[DeliveredService]], list[tuple[int, int, str]]]:
+        """The occurrences of the served groups, whole; of the other groups, those whose window has closed (plans of
+        (c)) or closes now; each with its stored outcome. The services of the served groups. The stored rows of the
+        plans of (c), which go when nothing wants them any more."""
+        x, o, a = RECON_SERVED.c, aliased(ActivityOutcome), PlanActivityRecord
+        stem = self._stem(a.code)
+        columns = (CarePlanRecord.patient_id, CarePlanRecord.id, a.activity_id, a.day, a.code, a.times_per_year, stem,
+                   o.id, o.source, *(getattr(o, k) for k in STORED))  # fmt: skip
+        stored = and_(o.plan_id == CarePlanRecord.id, o.activity_id == a.activity_id)
+        queries = [
+            self._occurrences(*columns)
+            .join(RECON_SERVED, and_(x.patient_id == CarePlanRecord.patient_id, x.stem == stem))
+            .outerjoin(o, stored)
+        ]
         if self.as_of is not None:
-            wanted.append(and_(a.day < self.as_of, self._closes() < self.as_of))
-        query = (
-            self._occurrences(
-                CarePlanRecord.patient_id,
-                CarePlanRecord.id,
-                a.activity_id,
-                a.day,
-                a.code,
-                a.times_per_year,
-                stem,
-                x.patient_id,
-                *stored_columns,
+            closed = [a.day < self.as_of, self._closes() < self.as_of]
+            newly = and_(*self._closing_now()) if self._advanced else false()
+            queries.append(
+                self._occurrences(*columns)
+                .outerjoin(RECON_SERVED, and_(x.patient_id == CarePlanRecord.patient_id, x.stem == stem))
+                .outerjoin(o, stored)
+                .where(x.patient_id.is_(None), *closed, or_(RECON_PLANS.c.changed, newly))
             )
-            .join(RECON_GROUPS, and_(g.patient_id == CarePlanRecord.patient_id, g.stem == stem))
-            .outerjoin(RECON_SERVED, and_(x.patient_id == g.patient_id, x.stem == g.stem))
-            .outerjoin(o, and_(o.plan_id == CarePlanRecord.id, o.activity_id == a.activity_id))
-            .where(or_(*wanted))
-        )
         occurrences: list[_Occurrence] = []
-        for patient_id, plan_id, activity_id, day, code, per_year, group, served, *stored in self.session.execute(
-            query
-        ):
-            occurrence = PlannedOccurrence(plan_id, activity_id, day, code, per_year)
-            occurrences.append((patient_id, occurrence, group if served is not None else None,
-                                _Stored(*stored) if stored[0] is not None else None))  # fmt: skip
+        for query in queries:
+            for patient_id, plan_id, activity_id, day, code, per_year, group, *row in self.session.execute(query):
+                occurrence = PlannedOccurrence(plan_id, activity_id, day, code, per_year)
+                occurrences.append((patient_id, occurrence, group, _Stored(*row) if row[0] is not None else None))
         services: dict[tuple[int, str], list[DeliveredService]] = defaultdict(list)
         for execution_id, patient_id, day, code, group in self.session.execute(
             select(Execution.id, Execution.patient_id, Execution.day, Execution.code, Execution.stem)
-            .join(
-                RECON_SERVED,
-                and_(RECON_SERVED.c.patient_id == Execution.patient_id, RECON_SERVED.c.stem == Execution.stem),
-            )
+            .join(RECON_SERVED, and_(x.patient_id == Execution.patient_id, x.stem == Execution.stem))
             .where(Execution.source == ExecutionSource.OUTPATIENT)
         ):
             services[(patient_id, group)].append(DeliveredService(execution_id, day, code))
-        return occurrences, services
+        stale = [
+            (row_id, plan_id, activity_id)
+            for row_id, plan_id, activity_id in self.session.execute(
+                select(ActivityOutcome.id, ActivityOutcome.plan_id, ActivityOutcome.activity_id)
+                .join(RECON_PLANS, and_(RECON_PLANS.c.plan_id == ActivityOutcome.plan_id, RECON_PLANS.c.changed))
+                .where(ActivityOutcome.source == OutcomeSource.FLOWS)
+            )
+        ]
+        return occurrences, services, stale
 
     def _match(
-        self, occurrences: list[_Occurrence], services: dict[tuple[int, str], list[DeliveredService]]
+        self,
+        occurrences: list[_Occurrence],
+        services: dict[tuple[int, str], list[DeliveredService]],
+        stale: list[tuple[int, int, str]],
     ) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]], list[int]]:
         """What to insert, update and delete so that the stored outcomes are what the rules say."""
-        groups: dict[tuple[int, str | None], list[tuple[PlannedOccurrence, _Stored | None]]] = defaultdict(list)
+        groups: dict[tuple[int, str], list[tuple[PlannedOccurrence, _Stored | None]]] = defaultdict(list)
         for patient_id, occurrence, group, stored in occurrences:
             if stored is not None and stored.source is OutcomeSource.MANUAL:
                 continue  # a person's word stands, and takes no service from the others
@@ -612,10 +649,10 @@ class _Recompute:
         inserts: list[tuple[Any, ...]] = []
         updates: list[dict[str, Any]] = []
         deletes: list[int] = []
+        kept: set[int] = set()
         for (patient_id, group), members in groups.items():
-            delivered = services.get((patient_id, group), []) if group is not None else []
             stored_of = {(m.plan_id, m.activity_id): row for m, row in members}
-            for result in reconcile([m for m, _ in members], delivered, self.as_of):
+            for result in reconcile([m for m, _ in members], services.get((patient_id, group), ()), self.as_of):
                 row = stored_of[(result.plan_id, result.activity_id)]
                 if result.outcome is None:
                     if row is not None:
@@ -632,28 +669,13 @@ class _Recompute:
                 if row is None:
                     inserts.append((result.plan_id, patient_id, result.activity_id, *values,
                                     OutcomeSource.FLOWS, None, SYSTEM, self.at))  # fmt: skip
-                elif row.values != values:
+                    continue
+                kept.add(row.id)
+                if row.values != values:
                     updates.append({"b_id": row.id, **{f"b_{k}": v for k, v in zip(STORED, values, strict=True)},
                                     "b_recorded_at": self.at})  # fmt: skip
-        # Rows of changed plans whose activity is no longer in the current version.
-        current = (
-            select(PlanActivityRecord.id)
-            .join(PlanVersion, PlanVersion.id == PlanActivityRecord.version_id)
-            .join(
-                CarePlanRecord,
-                and_(CarePlanRecord.id == PlanVersion.plan_id, PlanVersion.version == CarePlanRecord.current_version),
-            )
-            .where(
-                CarePlanRecord.id == ActivityOutcome.plan_id,
-                PlanActivityRecord.activity_id == ActivityOutcome.activity_id,
-            )
-        )
-        deletes += self.session.scalars(
-            select(ActivityOutcome.id)
-            .join(RECON_PLANS, and_(RECON_PLANS.c.plan_id == ActivityOutcome.plan_id, RECON_PLANS.c.changed))
-            .where(ActivityOutcome.source == OutcomeSource.FLOWS, ~exists(current))
-        ).all()
-        return inserts, updates, deletes
+        deletes += [row_id for row_id, _, _ in stale if row_id not in kept]
+        return inserts, updates, sorted(set(deletes))
 
     def _write(self, inserts: list[tuple[Any, ...]], updates: list[dict[str, Any]], deletes: list[int]) -> int:
         session = self.session
@@ -670,7 +692,7 @@ class _Recompute:
                 session.connection().execute(statement, updates[start : start + 10_000])
         bulk_insert(session.connection(), table, OUTCOME_COLUMNS, inserts)
         session.expire_all()
-        return len(inserts) + len(updates) + len(set(deletes))
+        return len(inserts) + len(updates) + len(deletes)
 
     def _mark(self) -> None:
         """The plans recomputed in full now stand as reconciled on their current version and status."""

@@ -685,9 +685,12 @@ def _has_pathology(session: Session, pathology: str) -> ColumnElement[bool]:
     return exists(select(each.c.value).where(each.c.value == pathology))
 
 
+_REVOKED, _NEWER = aliased(CarePact, name="revoked_pact"), aliased(CarePact, name="newer_pact")  # made once: costly
+
+
 def _revoked(patient_id: QueryableAttribute[int] | ColumnElement[int]) -> ColumnElement[bool]:
     """The patient's latest pact decision is a revocation (no newer version signed since)."""
-    revoked, newer = aliased(CarePact), aliased(CarePact)
+    revoked, newer = _REVOKED, _NEWER
     return exists(
         select(revoked.id).where(
             revoked.patient_id == patient_id,
