@@ -206,6 +206,17 @@ def test_roles_and_scopes_are_the_apis(web: WebWorld) -> None:
         )
 
 
+def test_lists_page_by_patient_id(web: WebWorld) -> None:
+    a1, a3 = web.patient("A1"), web.patient("A3")
+    assert a1 < a3
+    with signed_in(web.url, "gp1") as gp:
+        later = gp.get(f"/patients?after={a1}").text
+        assert f"/patients/{a3}" in later and f"/patients/{a1}" not in later and "before=" in later
+        earlier = gp.get(f"/patients?before={a3}").text
+        assert f"/patients/{a1}" in earlier and f"/patients/{a3}" not in earlier
+        assert "after=" not in gp.get("/patients").text  # one page only
+
+
 def test_the_narrowed_scope_finds_exactly_the_scope_for_every_account(web: WebWorld) -> None:
     engine = make_engine(web.database)
     try:

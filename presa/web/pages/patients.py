@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import ColumnElement, Select, String, and_, case, cast, exists, func, or_, select
+from sqlalchemy import Row as DbRow
 from sqlalchemy.orm import aliased
 
 from presa.auth.models import Role
@@ -48,7 +49,7 @@ from presa.web.api.pacts import visible_pact
 from presa.web.errors import ApiError
 from presa.web.pages.core import Page, allowed, allowed_post, form_int, form_text, parse_instant
 from presa.web.pages.i18n import ITALY
-from presa.web.pages.scope import scoped_patients
+from presa.web.pages.scope import is_large, scoped_patients
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
@@ -148,11 +149,13 @@ def patient_list(
     action: Annotated[str | None, Query(max_length=10)] = None,
     q: Annotated[str | None, Query(max_length=32)] = None,
     mine: Annotated[bool, Query()] = False,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     staff_only(page)
     actor = page.me
-    base = scoped_patients(actor)
+    large = is_large(page.db, actor)
+    base = scoped_patients(actor, large=large)
     query = base
     levels = sorted({lv for lv in level or () if 1 <= lv <= 5})
     if levels:
@@ -171,9 +174,20 @@ def patient_list(
     if mine and actor.practitioner_id is not None:
         column = Episode.case_manager_id if actor.role is Role.CASE_MANAGER else Episode.clinical_manager_id
         query = query.where(column == actor.practitioner_id)
-    found = page.db.execute(query.order_by(Patient.id).limit(PAGE_SIZE + 1).offset(offset)).all()
-    more = len(found) > PAGE_SIZE
-    found = found[:PAGE_SIZE]
+    # Keyset pages, by patient id: the next page starts after the last id shown, the previous ends before the first
+    # (an offset would make the database walk every earlier patient of the scope again).
+    found: list[DbRow[Patient, Episode]]
+    if before is not None:
+        backwards = query.where(Patient.id < before).order_by(Patient.id.desc()).limit(PAGE_SIZE + 1)
+        found = list(reversed(page.db.execute(backwards).all()))
+        earlier, later = len(found) > PAGE_SIZE, True
+        found = found[-PAGE_SIZE:]
+    else:
+        if after is not None:
+            query = query.where(Patient.id > after)
+        found = list(page.db.execute(query.order_by(Patient.id).limit(PAGE_SIZE + 1)).all())
+        earlier, later = after is not None, len(found) > PAGE_SIZE
+        found = found[:PAGE_SIZE]
     episodes = [e for _, e in found if e is not None]
     gestori, people = names_of(page, episodes)
     tags = action_tags(page, episodes)
@@ -188,7 +202,7 @@ def patient_list(
         for p, e in found
     ]
     page.ctx.audit_patients("list", "patient", [r.patient.id for r in rows])
-    counts = _action_counts(page, base) if actor.role is Role.CLINICIAN else None
+    counts = _action_counts(page, base) if actor.role is Role.CLINICIAN and not large else None
     filters = {
         "level": levels,
         "pathology": pathology or "",
@@ -201,9 +215,10 @@ def patient_list(
         "patients.html",
         rows=rows,
         filters=filters,
-        offset=offset,
-        more=more,
-        page_size=PAGE_SIZE,
+        earlier=earlier and bool(found),
+        later=later and bool(found),
+        first_id=found[0][0].id if found else 0,
+        last_id=found[-1][0].id if found else 0,
         states=[s.value for s in EpisodeState],
         pathologies=sorted(
             ((pid, page.pathology(pid)) for pid in _known_pathologies()), key=lambda item: item[1].lower()
