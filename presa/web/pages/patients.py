@@ -2,8 +2,9 @@
 and one patient's page - why this level, the enrolment history, the care pact (draft, sign, print, revoke) and the
 PAI (preview, generate; the plan itself is ``presa.web.pages.plans``).
 
-Every query starts from ``presa.web.access.patients_query`` (the scope) and every patient goes through
-``Ctx.patient`` (404 outside the scope); every list and page of patient data writes its audit rows, like the API.
+Every list starts from ``presa.web.access.patients_query`` (the scope; through ``scope.scoped_patients``, which
+only tells the database where to start) and every patient goes through ``Ctx.patient`` (404 outside the scope);
+every list and page of patient data writes its audit rows, like the API. Lists page by patient id (keyset).
 ATS analysts see patients only in aggregate here (the ATS pages): the pages name patients by internal id, which
 analysts never see.
 """
