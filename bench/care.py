@@ -17,8 +17,11 @@ counted):
   into a definitions table (narrow activity rows), and one schedule per distinct plan shared by the versions that
   have it - what a migration could save.
 
-The server is a throw-away cluster made like the tests' (tests/pgserver.py: fsync off) unless ``--server external``
-asks for the one on 127.0.0.1:5432. Usage: ``python -m bench.care [--sizes 100000,1000000] [--server throwaway]``.
+The server is a throw-away cluster made like the tests' (tests/pgserver.py: fsync off), restarted with more shared
+buffers and fewer checkpoints for bulk loads (``BULK_SETTINGS``); ``--server throwaway`` keeps the tests' settings,
+``--server external`` uses the one on 127.0.0.1:5432.
+
+Usage: ``python -m bench.care [--sizes 100000,1000000] [--server bulk] [--uncached] [--layouts]``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +53,7 @@ from presa.care.service.organisations import assign_role, create_gestore, regist
 from presa.care.service.plans import ACTIVITY_COLUMNS
 from presa.care.service.population import load_run
 from presa.care.store import make_engine, upgrade
-from tests.pgserver import PgServer, acquire
+from tests.pgserver import PgServer, acquire, find_initdb
 
 REFERENCE_DATE = date(2025, 12, 31)
 START = date(2026, 3, 2)
@@ -402,13 +406,33 @@ def clone(server: PgServer, template: str, name: str) -> str:
     return server.url(name)
 
 
+BULK_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+"""``--server bulk``: a throw-away cluster as the tests make it, with memory and checkpoints set for bulk loads."""
+
+
 @contextmanager
 def database_server(mode: str) -> Iterator[PgServer]:
-    server = acquire(mode)
+    server = acquire("throwaway" if mode == "bulk" else mode)
     try:
+        if mode == "bulk":
+            _restart_with(server, BULK_SETTINGS)
         yield server
     finally:
         server.close()
+
+
+def _restart_with(server: PgServer, settings: dict[str, str]) -> None:
+    """Write ``settings`` with ALTER SYSTEM and restart the (throw-away) server with them."""
+    with _connect(server, server.maintenance_db, autocommit=True) as connection:
+        for name, value in settings.items():
+            connection.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        [(data,)] = connection.execute("SHOW data_directory").fetchall()
+    initdb = find_initdb()
+    assert initdb is not None  # the throw-away cluster was made with it
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    log = Path(str(data)).parent / "server.log"
+    command = [*as_server, str(initdb.parent / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-m", "fast"]
+    subprocess.run([*command, "restart"], check=True, capture_output=True, timeout=120)
 
 
 def bench_size(server: PgServer, size: int, run: Path, data: Path, *, uncached: bool, layouts: bool) -> list[Step]:
@@ -455,7 +479,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000000", help="comma-separated population sizes (residents)")
     parser.add_argument("--data", type=Path, default=Path("bench/data"), help="where populations are kept")
-    parser.add_argument("--server", choices=("throwaway", "external", "auto"), default="throwaway")
+    parser.add_argument(
+        "--server",
+        choices=("bulk", "throwaway", "external", "auto"),
+        default="bulk",
+        help="bulk: a throw-away cluster with BULK_SETTINGS (default); throwaway: as the tests make it; "
+        "external: the server on 127.0.0.1:5432",
+    )
     parser.add_argument("--uncached", action="store_true", help="also measure the plans step without the cache")
     parser.add_argument("--layouts", action="store_true", help="also time other storage layouts of the same plans")
     args = parser.parse_args()
@@ -465,7 +495,14 @@ def main() -> None:
         with _connect(server, server.maintenance_db) as connection:
             settings = {
                 name: connection.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchall()[0][0]
-                for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_wal_size")
+                for name in (
+                    "server_version",
+                    "fsync",
+                    "synchronous_commit",
+                    "shared_buffers",
+                    "max_wal_size",
+                    "work_mem",
+                )
             }
         console.print(f"machine: {machine()}; commit {commit()}")
         console.print(f"PostgreSQL: {server.origin}; {json.dumps(settings)}")
