@@ -21,7 +21,7 @@ from tests.webworld import KeyedServer, login_token
 def test_the_demo_prepares_a_store_and_accounts_that_sign_in(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "presa.cli", "demo", "--residents", "4000", "--seed", "5", "--out", str(out),
+        [sys.executable, "-m", "presa.cli", "demo", "--residents", "2000", "--seed", "5", "--out", str(out),
          "--no-serve"],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
