@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0005"
+HEAD = "0006"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -131,6 +131,7 @@ def test_migrations_ship_as_package_data() -> None:
         "r0003_followup.py",
         "r0004_web_sessions.py",
         "r0005_followup_at_scale.py",
+        "r0006_executions_lean.py",
     ]
 
 

@@ -155,8 +155,7 @@ class Execution(Base):
 
     __tablename__ = "followup_executions"
     __table_args__ = (
-        UniqueConstraint("patient_id", "source", "day", "code", "provider_code"),
-        Index("ix_followup_executions_patient_day", "patient_id", "day"),
+        UniqueConstraint("patient_id", "source", "day", "code", "provider_code"),  # also the index by patient
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -168,7 +167,7 @@ class Execution(Base):
     stem: Mapped[str] = mapped_column(String(16), comment="the code's DM 1996 stem (rules.code_stem): its family")
     discipline: Mapped[str] = mapped_column(String(8))
     provider_code: Mapped[str] = mapped_column(String(32))
-    load_id: Mapped[int] = mapped_column(ForeignKey("followup_flow_loads.id"), index=True)
+    load_id: Mapped[int] = mapped_column(ForeignKey("followup_flow_loads.id"))
     source_file: Mapped[str] = mapped_column(String(200))
     source_line: Mapped[int] = mapped_column(BigInteger)
 

@@ -49,7 +49,12 @@ def make_engine(url: str | URL | None = None, **options: Any) -> Engine:
     """An engine for the care store; on SQLite with foreign keys on, WAL, and real transactions (savepoints too)."""
     target = normalise_url(url) if url is not None else database_url()
     if target.get_backend_name() != "sqlite":
-        return create_engine(target, **options)
+        # Plan every execution with its own values. psycopg prepares a statement run five times on a connection, and
+        # PostgreSQL may then switch it to a generic plan that ignores the values: for a list over skewed data (one
+        # gestore's work items, one ATS's patients) that plan was measured 500 times slower (0.6 s, not 1.2 ms).
+        connect_args = dict(options.pop("connect_args", {}))
+        connect_args.setdefault("options", "-c plan_cache_mode=force_custom_plan")
+        return create_engine(target, connect_args=connect_args, **options)
     engine = create_engine(target, **options)
 
     # pysqlite opens transactions lazily and not before DDL; let SQLAlchemy emit BEGIN itself instead, so that

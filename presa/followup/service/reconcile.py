@@ -60,6 +60,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union,
     update,
 )
 from sqlalchemy import literal as sql_literal
@@ -70,7 +71,7 @@ from sqlalchemy.orm import Session, aliased
 from presa.care.service.common import CareError, get, now, require_text
 from presa.care.service.pacts import require_processing
 from presa.care.store.audit import record
-from presa.care.store.bulk import bulk_insert, table_of
+from presa.care.store.bulk import bulk_insert, counted, table_of
 from presa.care.store.models import (
     CarePact,
     CarePlanRecord,
@@ -89,6 +90,7 @@ from presa.followup.rules import (
     DeliveredService,
     PlannedOccurrence,
     activity_window,
+    code_stem,
     italian_day,
     manual_outcome,
     reconcile,
@@ -252,19 +254,23 @@ def _reconcile_store(
         con.close()
     seconds["read"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
+    connection = session.connection()
     try:
         new = _store_executions(session, load.id, incoming)
+        scratch.cleanup()
+        seconds["executions"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        enrolled_since = {patient_id: since for patient_id, _, since in scope}
+        transitions = _open_transitions(session, enrolled_since, author, at, config)
+        seconds["transitions"] = round(time.perf_counter() - started, 3)
+        as_of = max(d for d in (previous, covered) if d is not None) if previous or covered else None
+        scope_ids = [p for p, _, _ in scope]
+        recompute = _Recompute(session, scope_ids, incoming=True, previous=previous, as_of=as_of, at=at)
+        changes = recompute.run()
+        seconds.update({f"outcomes_{k}": v for k, v in recompute.seconds.items()})
     finally:
         scratch.cleanup()
-    seconds["executions"] = round(time.perf_counter() - started, 3)
-    started = time.perf_counter()
-    enrolled_since = {patient_id: since for patient_id, _, since in scope}
-    transitions = _open_transitions(session, load.id, enrolled_since, author, at, config)
-    seconds["transitions"] = round(time.perf_counter() - started, 3)
-    as_of = max(d for d in (previous, covered) if d is not None) if previous or covered else None
-    recompute = _Recompute(session, [p for p, _, _ in scope], load_id=load.id, previous=previous, as_of=as_of, at=at)
-    changes = recompute.run()
-    seconds.update({f"outcomes_{k}": v for k, v in recompute.seconds.items()})
+        RECON_INCOMING.drop(connection, checkfirst=True)
     load.executions, load.outcome_changes, load.transitions = new, changes, transitions
     session.flush()
     record(
@@ -321,51 +327,53 @@ RECON_INCOMING = Table(
 
 
 def _store_executions(session: Session, load_id: int, incoming: Path | Sequence[tuple[Any, ...]]) -> int:
-    """Store the services not stored yet (bulk load into a temporary table, then one INSERT ... SELECT that skips
-    what is there); how many were new. ``incoming``: rows, or (PostgreSQL) a CSV file of them."""
+    """Store the services not stored yet: bulk load into a temporary table (``recon_incoming``, kept for the
+    transitions and the outcomes of this load; the caller drops it), then one INSERT ... SELECT that skips what is
+    there. How many were new."""
     connection = session.connection()
     RECON_INCOMING.drop(connection, checkfirst=True)
     RECON_INCOMING.create(connection)
-    try:
-        if isinstance(incoming, Path):
-            driver = connection.connection.driver_connection
-            assert driver is not None
-            command = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL '\\N')").format(
-                psql.Identifier(RECON_INCOMING.name), psql.SQL(", ").join(map(psql.Identifier, EXECUTION_COLUMNS))
-            )
-            with driver.cursor() as cursor, cursor.copy(command) as copy, incoming.open("rb") as lines:
-                while block := lines.read(1 << 20):
-                    copy.write(block)
-        else:
-            bulk_insert(connection, RECON_INCOMING, EXECUTION_COLUMNS, incoming)
-        dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        columns = RECON_INCOMING.c
-        statement = dialect_insert(table_of(Execution)).from_select(
-            [*EXECUTION_COLUMNS, "load_id"],
-            select(*(columns[c] for c in EXECUTION_COLUMNS), sql_literal(load_id, Integer)).where(true()),
+    if isinstance(incoming, Path):
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        command = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL '\\N')").format(
+            psql.Identifier(RECON_INCOMING.name), psql.SQL(", ").join(map(psql.Identifier, EXECUTION_COLUMNS))
         )
-        session.execute(
-            statement.on_conflict_do_nothing(index_elements=["patient_id", "source", "day", "code", "provider_code"])
-        )
-    finally:
-        RECON_INCOMING.drop(connection, checkfirst=True)
-    return int(session.scalar(select(func.count()).select_from(Execution).where(Execution.load_id == load_id)) or 0)
+        with driver.cursor() as cursor, cursor.copy(command) as copy, incoming.open("rb") as lines:
+            while block := lines.read(1 << 20):
+                copy.write(block)
+    else:
+        bulk_insert(connection, RECON_INCOMING, EXECUTION_COLUMNS, incoming)
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"ANALYZE {RECON_INCOMING.name}")
+    dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    columns = RECON_INCOMING.c
+    statement = dialect_insert(table_of(Execution)).from_select(
+        [*EXECUTION_COLUMNS, "load_id"],
+        select(*(columns[c] for c in EXECUTION_COLUMNS), sql_literal(load_id, Integer)).where(true()),
+    )
+    return counted(
+        session,
+        statement.on_conflict_do_nothing(index_elements=["patient_id", "source", "day", "code", "provider_code"]),
+    )
 
 
 def _open_transitions(
     session: Session,
-    load_id: int,
     enrolled_since: dict[int, date],
     author: str,
     at: datetime,
     config: FollowupConfig | None,
 ) -> int:
+    """A transition of care for each discharge and ER visit of this load since the patient's pact was signed
+    (those recorded before are skipped by ``open_transitions``)."""
+    incoming = RECON_INCOMING.c
     events = [
-        (patient_id, TransitionKind.DISCHARGE if source is ExecutionSource.DISCHARGE else TransitionKind.ER_VISIT, day)
+        (patient_id, TransitionKind.DISCHARGE if source == ExecutionSource.DISCHARGE else TransitionKind.ER_VISIT, day)
         for patient_id, source, day in session.execute(
-            select(Execution.patient_id, Execution.source, Execution.day).where(
-                Execution.load_id == load_id, Execution.source != ExecutionSource.OUTPATIENT
-            )
+            select(incoming.patient_id, incoming.source, incoming.day)
+            .where(incoming.source != ExecutionSource.OUTPATIENT.value)
+            .distinct()
         )
         if day >= enrolled_since[patient_id]
     ]
@@ -389,7 +397,7 @@ def recompute_outcomes(session: Session, patient_ids: Iterable[int], *, at: date
         plans = select(CarePlanRecord.id).where(CarePlanRecord.patient_id.in_(ids[start : start + 5_000]))
         session.execute(delete(ReconciledPlan).where(ReconciledPlan.plan_id.in_(plans)))
     as_of = covered_until(session)
-    return _Recompute(session, ids, load_id=None, previous=as_of, as_of=as_of, at=at).run()
+    return _Recompute(session, ids, incoming=False, previous=as_of, as_of=as_of, at=at).run()
 
 
 # --- outcomes, set-based and incremental ---------------------------------------------------------------------
@@ -435,6 +443,20 @@ RECON_SERVED = Table(
     Column("stem", String(16), primary_key=True),
     prefixes=["TEMPORARY"],
 )
+RECON_CODES = Table(
+    "recon_codes",
+    TEMPORARY,
+    Column("code", String(16), primary_key=True),
+    Column("stem", String(16), nullable=False),
+    prefixes=["TEMPORARY"],
+)
+RECON_SERVED_CODES = Table(
+    "recon_served_codes",
+    TEMPORARY,
+    Column("patient_id", Integer, primary_key=True),
+    Column("code", String(16), primary_key=True),
+    prefixes=["TEMPORARY"],
+)
 OUTCOME_COLUMNS = (
     "plan_id",
     "patient_id",
@@ -473,6 +495,14 @@ class _Stored:
         return (self.outcome, self.due_on, self.window_from, self.window_until, self.done_on, self.execution_id)
 
 
+def _stored(row: Sequence[Any]) -> _Stored | None:
+    """The stored outcome of a fetched row (its enumerations may come as text, straight from the driver)."""
+    if row[0] is None:
+        return None
+    row_id, source, outcome, *values = row
+    return _Stored(row_id, OutcomeSource(source), Outcome(outcome), *values)
+
+
 _Occurrence = tuple[int, PlannedOccurrence, str, _Stored | None]
 
 
@@ -484,15 +514,16 @@ class _Recompute:
         session: Session,
         scope: Sequence[int],
         *,
-        load_id: int | None,
+        incoming: bool,
         previous: date | None,
         as_of: date | None,
         at: datetime,
     ) -> None:
-        self.session, self.scope, self.load_id = session, scope, load_id
+        self.session, self.scope, self.incoming = session, scope, incoming
         self.previous, self.as_of, self.at = previous, as_of, at
         self.dialect = session.get_bind().dialect.name
         self.seconds: dict[str, float] = {}
+        self.stems: dict[str, str] = {}
 
     def run(self) -> int:
         if not self.scope:
@@ -501,7 +532,7 @@ class _Recompute:
         connection = self.session.connection()
         if self.dialect == "postgresql":  # hash joins and DISTINCT of a region's rows in memory, this transaction only
             connection.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
-        tables = (RECON_SCOPE, RECON_PLANS, RECON_CLOSING, RECON_SERVED)
+        tables = (RECON_SCOPE, RECON_PLANS, RECON_CODES, RECON_CLOSING, RECON_SERVED, RECON_SERVED_CODES)
         for table in tables:
             table.drop(connection, checkfirst=True)
             table.create(connection)
@@ -565,12 +596,20 @@ class _Recompute:
                 .where(CarePlanRecord.status.in_(RECONCILED_PLANS)),
             )
         )
+        # The plans' codes with their stems (a few hundred): every join on a code family is then an equi-join.
+        codes = session.scalars(
+            select(PlanActivityRecord.code).where(PlanActivityRecord.code.is_not(None)).distinct()
+        ).all()
+        self.stems = {code: code_stem(code) for code in codes if code is not None}
+        bulk_insert(connection, RECON_CODES, ("code", "stem"), self.stems.items())
         if self._advanced:  # (b)
-            stem = self._stem(PlanActivityRecord.code).label("stem")
             session.execute(
                 insert(RECON_CLOSING).from_select(
                     ["patient_id", "stem"],
-                    self._occurrences(CarePlanRecord.patient_id, stem).where(*self._closing_now()).distinct(),
+                    self._occurrences(CarePlanRecord.patient_id, RECON_CODES.c.stem)
+                    .join(RECON_CODES, RECON_CODES.c.code == PlanActivityRecord.code)
+                    .where(*self._closing_now())
+                    .distinct(),
                 )
             )
         e, rc = Execution, RECON_CLOSING.c
@@ -578,14 +617,27 @@ class _Recompute:
             e.patient_id.in_(select(RECON_PLANS.c.patient_id).where(RECON_PLANS.c.changed)),  # of (c)
             exists().where(rc.patient_id == e.patient_id, rc.stem == e.stem),  # of (b)
         ]
-        if self.load_id is not None:
-            served.append(e.load_id == self.load_id)  # (a)
+        chosen = select(e.patient_id, e.stem).where(e.source == ExecutionSource.OUTPATIENT, or_(*served))
+        if self.incoming:  # (a): the services this load brought (stored now, or before: recomputing them is harmless)
+            new = RECON_INCOMING.c
+            both = union(
+                chosen,
+                select(new.patient_id, new.stem).where(new.source == ExecutionSource.OUTPATIENT.value),
+            ).subquery()
+            session.execute(insert(RECON_SERVED).from_select(["patient_id", "stem"], select(both.c[0], both.c[1])))
+        else:
+            session.execute(insert(RECON_SERVED).from_select(["patient_id", "stem"], chosen.distinct()))
         session.execute(
-            insert(RECON_SERVED).from_select(
-                ["patient_id", "stem"],
-                select(e.patient_id, e.stem).where(e.source == ExecutionSource.OUTPATIENT, or_(*served)).distinct(),
+            insert(RECON_SERVED_CODES).from_select(
+                ["patient_id", "code"],
+                select(RECON_SERVED.c.patient_id, RECON_CODES.c.code).join(
+                    RECON_CODES, RECON_CODES.c.stem == RECON_SERVED.c.stem
+                ),
             )
         )
+        if self.dialect == "postgresql":
+            for table in (RECON_PLANS, RECON_SERVED, RECON_SERVED_CODES):
+                connection.exec_driver_sql(f"ANALYZE {table.name}")  # temporary tables have no statistics else
 
     def _fetch(
         self,
@@ -593,32 +645,29 @@ class _Recompute:
         """The occurrences of the served groups, whole; of the other groups, those whose window has closed (plans of
         (c)) or closes now; each with its stored outcome. The services of the served groups. The stored rows of the
         plans of (c), which go when nothing wants them any more."""
-        x, o, a = RECON_SERVED.c, aliased(ActivityOutcome), PlanActivityRecord
-        stem = self._stem(a.code)
-        columns = (CarePlanRecord.patient_id, CarePlanRecord.id, a.activity_id, a.day, a.code, a.times_per_year, stem,
+        x, sc, o, a = RECON_SERVED.c, RECON_SERVED_CODES.c, aliased(ActivityOutcome), PlanActivityRecord
+        columns = (CarePlanRecord.patient_id, CarePlanRecord.id, a.activity_id, a.day, a.code, a.times_per_year,
                    o.id, o.source, *(getattr(o, k) for k in STORED))  # fmt: skip
         stored = and_(o.plan_id == CarePlanRecord.id, o.activity_id == a.activity_id)
-        queries = [
-            self._occurrences(*columns)
-            .join(RECON_SERVED, and_(x.patient_id == CarePlanRecord.patient_id, x.stem == stem))
-            .outerjoin(o, stored)
-        ]
+        served = and_(sc.patient_id == CarePlanRecord.patient_id, sc.code == a.code)
+        queries = [self._occurrences(*columns).join(RECON_SERVED_CODES, served).outerjoin(o, stored)]
         if self.as_of is not None:
             closed = [a.day < self.as_of, self._closes() < self.as_of]
             newly = and_(*self._closing_now()) if self._advanced else false()
             queries.append(
                 self._occurrences(*columns)
-                .outerjoin(RECON_SERVED, and_(x.patient_id == CarePlanRecord.patient_id, x.stem == stem))
+                .outerjoin(RECON_SERVED_CODES, served)
                 .outerjoin(o, stored)
-                .where(x.patient_id.is_(None), *closed, or_(RECON_PLANS.c.changed, newly))
+                .where(sc.patient_id.is_(None), *closed, or_(RECON_PLANS.c.changed, newly))
             )
         occurrences: list[_Occurrence] = []
+        stems = self.stems
         for query in queries:
-            for patient_id, plan_id, activity_id, day, code, per_year, group, *row in self.session.execute(query):
+            for patient_id, plan_id, activity_id, day, code, per_year, *row in self._rows(query):
                 occurrence = PlannedOccurrence(plan_id, activity_id, day, code, per_year)
-                occurrences.append((patient_id, occurrence, group, _Stored(*row) if row[0] is not None else None))
+                occurrences.append((patient_id, occurrence, stems[code], _stored(row)))
         services: dict[tuple[int, str], list[DeliveredService]] = defaultdict(list)
-        for execution_id, patient_id, day, code, group in self.session.execute(
+        for execution_id, patient_id, day, code, group in self._rows(
             select(Execution.id, Execution.patient_id, Execution.day, Execution.code, Execution.stem)
             .join(RECON_SERVED, and_(x.patient_id == Execution.patient_id, x.stem == Execution.stem))
             .where(Execution.source == ExecutionSource.OUTPATIENT)
@@ -712,24 +761,24 @@ class _Recompute:
             )
         )
 
-    def _stem(self, code: Any) -> ColumnElement[str]:
-        return stem_sql(code, self.dialect)
+    def _rows(self, query: Any) -> Sequence[Sequence[Any]]:
+        """The rows of a big SELECT: on PostgreSQL straight from the driver (dates already dates, enumerations left
+        as their text, which compares equal to the members), without SQLAlchemy's per-row processing."""
+        connection = self.session.connection()
+        if self.dialect != "postgresql":
+            return self.session.execute(query).all()
+        compiled = query.compile(dialect=connection.dialect)
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            rows: list[Any] = cursor.execute(str(compiled), compiled.params).fetchall()
+            return rows
 
     def _closes(self) -> ColumnElement[date]:
         return window_closes_sql(PlanActivityRecord.day, PlanActivityRecord.times_per_year, self.dialect)
 
 
 # --- the rules as SQL, for choosing rows (the rules themselves run in Python) -------------------------------------
-
-
-def stem_sql(code: Any, dialect: str) -> ColumnElement[str]:
-    """``rules.code_stem`` in SQL: the code up to its second dot (the whole code when it has fewer)."""
-    clean = func.upper(func.trim(code))
-    find = func.strpos if dialect == "postgresql" else func.instr
-    first = find(clean, ".")
-    rest = func.substr(clean, first + 1)
-    second = find(rest, ".")
-    return case((or_(first == 0, second == 0), clean), else_=func.substr(clean, 1, first + second - 1))
 
 
 def window_closes_sql(day: Any, times_per_year: Any, dialect: str) -> ColumnElement[date]:
