@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0006"
+HEAD = "0007"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -132,6 +132,7 @@ def test_migrations_ship_as_package_data() -> None:
         "r0004_web_sessions.py",
         "r0005_followup_at_scale.py",
         "r0006_executions_lean.py",
+        "r0007_sign_in_address_failures.py",
     ]
 
 

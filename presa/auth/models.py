@@ -115,3 +115,17 @@ class SignInFailures(Base):
     first_failure_at: Mapped[datetime]
     last_failure_at: Mapped[datetime]
     locked_until: Mapped[datetime | None]
+
+
+class AddressSignInFailures(Base):
+    """Failed sign-ins from one client address (any usernames), for the API's lock-out: the same counts as
+    :class:`SignInFailures`, so that one address cannot try a few passwords on each of many usernames."""
+
+    __tablename__ = "sign_in_address_failures"
+    __table_args__ = (CheckConstraint("failures >= 0", name="failures_not_negative"),)
+
+    remote_addr: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int]
+    first_failure_at: Mapped[datetime]
+    last_failure_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
