@@ -9,6 +9,13 @@
   are counted in ``sign_in_failures`` (how many, the first and the last, and until when the name is locked).
   :data:`MAX_FAILURES` failures within :data:`WINDOW` lock the username for :data:`LOCK`; while it is locked even
   the right password is refused, without being checked. A successful sign-in forgets the failures.
+- The API's token endpoint also counts failures per client address (``sign_in_address_failures``), with the same
+  thresholds, so that one address cannot try a few passwords on each of many usernames. A successful sign-in does
+  not forget an address's failures: otherwise an attacker holding one account could reset the count at will.
+  The pages do not lock addresses: every browser behind a hospital's proxy shares one.
+- The counters' rows are created (``ON CONFLICT DO NOTHING``) and locked before the password is checked, always
+  username first, then address: parallel attempts wait for each other instead of all slipping under the threshold,
+  and two sign-ins never hold the rows in opposite orders.
 
 Like every service, these never commit: the caller's transaction does (a refused sign-in must still be
 committed, so that its failure counts).
@@ -21,11 +28,14 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from presa.auth.models import Account, SignInFailures, WebSession
+from presa.auth.models import Account, AddressSignInFailures, SignInFailures, WebSession
 from presa.auth.service import AuthError, authenticate, change_password, check_password_strength
 from presa.care.service.common import get, now
 from presa.care.store.audit import record
@@ -40,12 +50,18 @@ LOCK = timedelta(minutes=15)
 COOKIE_BYTES = 32
 
 
-class LockedOutError(AuthError):
-    """Too many failed sign-ins for this username: refused until ``until``."""
+Counter = SignInFailures | AddressSignInFailures
+C = TypeVar("C", SignInFailures, AddressSignInFailures)
 
-    def __init__(self, until: datetime) -> None:
+
+class LockedOutError(AuthError):
+    """Too many failed sign-ins for this username, or from this address: refused until ``until``."""
+
+    def __init__(self, until: datetime, *, by_address: bool = False) -> None:
         self.until = until
-        super().__init__(f"too many failed sign-ins: try again after {until.isoformat(timespec='minutes')}")
+        self.by_address = by_address
+        whose = "from this address" if by_address else "for this username"
+        super().__init__(f"too many failed sign-ins {whose}: try again after {until.isoformat(timespec='seconds')}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,30 +101,66 @@ def sign_in(
 ) -> OpenedSession:
     """Check the password (unless the username is locked out) and open a session; count a failure otherwise."""
     at = at or now()
+    account = guarded_authenticate(session, username, password, at=at)
+    return open_session(session, account, remote_addr=remote_addr, user_agent=user_agent, at=at)
+
+
+def guarded_authenticate(
+    session: Session,
+    username: str,
+    password: str,
+    *,
+    lock_address: str | None = None,
+    at: datetime | None = None,
+) -> Account:
+    """The account, if neither the username nor ``lock_address`` (when given) is locked out and the password is
+    right; otherwise :class:`LockedOutError` (the password unchecked) or :class:`AuthError`, the failure counted
+    for both."""
+    at = at or now()
     name = normal_username(username)
-    failures = _failures(session, name)
-    if failures is not None and failures.locked_until is not None and failures.locked_until > at:
-        record(session, actor=name or "?", action="sign_in_locked", entity="account", at=at)
-        raise LockedOutError(failures.locked_until)
+    counters: list[Counter] = [_counter(session, SignInFailures, name, at)]
+    if lock_address:
+        counters.append(_counter(session, AddressSignInFailures, lock_address[:64], at))
+    for counter in counters:
+        if counter.locked_until is not None and counter.locked_until > at:
+            by_address = isinstance(counter, AddressSignInFailures)
+            record(
+                session,
+                actor=name or "?",
+                action="sign_in_locked",
+                entity="account",
+                detail={"by": "address" if by_address else "username", "until": counter.locked_until.isoformat()},
+                at=at,
+            )
+            raise LockedOutError(counter.locked_until, by_address=by_address)
     try:
         account = authenticate(session, name, password, at=at)
     except AuthError:
-        count_failure(session, name, at=at)
+        for counter in counters:
+            _add_failure(session, counter, name, at)
+        session.flush()
         raise
-    if failures is not None:
-        session.delete(failures)
-    return open_session(session, account, remote_addr=remote_addr, user_agent=user_agent, at=at)
+    for counter in counters:
+        if isinstance(counter, SignInFailures) or counter.failures == 0:
+            session.delete(counter)
+    session.flush()
+    return account
 
 
 def count_failure(session: Session, username: str, *, at: datetime | None = None) -> SignInFailures:
     """One more failure for ``username``; the :data:`MAX_FAILURES`-th within :data:`WINDOW` locks it out."""
     at = at or now()
     name = normal_username(username)
-    row = _failures(session, name)
-    if row is None:
-        row = SignInFailures(username=name, failures=0, first_failure_at=at, last_failure_at=at, locked_until=None)
-        session.add(row)
-    elif row.first_failure_at <= at - WINDOW or (row.locked_until is not None and row.locked_until <= at):
+    row = _counter(session, SignInFailures, name, at)
+    _add_failure(session, row, name, at)
+    session.flush()
+    return row
+
+
+def _add_failure(session: Session, row: Counter, name: str, at: datetime) -> None:
+    """Count one failure on a counter's row; the :data:`MAX_FAILURES`-th within :data:`WINDOW` locks it."""
+    stale = row.first_failure_at <= at - WINDOW or (row.locked_until is not None and row.locked_until <= at)
+    if row.failures == 0 or stale:
         row.failures, row.first_failure_at, row.locked_until = 0, at, None
     row.failures += 1
     row.last_failure_at = at
@@ -118,12 +170,10 @@ def count_failure(session: Session, username: str, *, at: datetime | None = None
             session,
             actor=name or "?",
             action="lock_out",
-            entity="account",
+            entity="address" if isinstance(row, AddressSignInFailures) else "account",
             detail={"failures": row.failures, "until": row.locked_until.isoformat()},
             at=at,
         )
-    session.flush()
-    return row
 
 
 def open_session(
@@ -202,7 +252,7 @@ def change_password_and_reopen(
     session and API token of the account, and open a new session for this browser."""
     at = at or now()
     account = get(session, Account, stored.account_id, "account")
-    failures = _failures(session, account.username)
+    failures = session.get(SignInFailures, normal_username(account.username), with_for_update=True)
     if failures is not None and failures.locked_until is not None and failures.locked_until > at:
         raise LockedOutError(failures.locked_until)
     check_password_strength(new, account.username)  # before anything is written
@@ -215,5 +265,16 @@ def change_password_and_reopen(
     return open_session(session, account, remote_addr=remote_addr, user_agent=user_agent, at=at)
 
 
-def _failures(session: Session, username: str) -> SignInFailures | None:
-    return session.scalars(select(SignInFailures).where(SignInFailures.username == username).with_for_update()).first()
+def _counter(session: Session, model: type[C], key: str, at: datetime) -> C:
+    """The counter's row for ``key``, created with no failures when missing, locked for this transaction."""
+    column = SignInFailures.username if model is SignInFailures else AddressSignInFailures.remote_addr
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(model)
+        .values({column.key: key, "failures": 0, "first_failure_at": at, "last_failure_at": at})
+        .on_conflict_do_nothing(index_elements=[column.key])
+    )
+    row: C = session.scalars(
+        select(model).where(column == key).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    return row

@@ -1,9 +1,14 @@
 """Signing in and out: ``POST /api/auth/token`` (username and password, as an OAuth2 password grant or JSON) gives
-a bearer token; ``DELETE /api/auth/token`` revokes the one in use; ``GET /api/me`` says who it belongs to."""
+a bearer token; ``DELETE /api/auth/token`` revokes the one in use; ``GET /api/me`` says who it belongs to.
+
+The token endpoint locks out like the sign-in page, per username and also per client address
+(``presa.auth.sessions.guarded_authenticate``): while locked it answers 429 with ``Retry-After``, the same for a
+username that exists and one that does not."""
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,10 +18,12 @@ from pydantic import BaseModel, StringConstraints, ValidationError
 from sqlalchemy.orm import Session
 
 from presa.auth.models import Role
-from presa.auth.service import AuthError, authenticate, issue_token, revoke_token
+from presa.auth.service import AuthError, issue_token, revoke_token
+from presa.auth.sessions import LockedOutError, guarded_authenticate
+from presa.care.service.common import now
 from presa.care.store.models import Gestore
 from presa.web.access import Actor
-from presa.web.deps import ActorDep, SessionDep, get_session
+from presa.web.deps import ActorDep, SessionDep, client_address, get_session
 from presa.web.errors import ApiError, body, field_errors
 from presa.web.schemas import Body, clean_text
 
@@ -96,22 +103,37 @@ async def credentials(request: Request) -> Credentials:
     "/auth/token",
     openapi_extra=TOKEN_BODY,
     response_model=TokenOut,
-    responses={401: {"description": "wrong username or password"}},
+    responses={
+        401: {"description": "wrong username or password"},
+        429: {"description": "too many failed sign-ins for this username or from this address; see Retry-After"},
+    },
 )
 def sign_in(
+    request: Request,
     given: Annotated[Credentials, Depends(credentials)],
     session: Annotated[Session, Depends(get_session, scope="function")],
 ) -> TokenOut | JSONResponse:
     """A bearer token for an account, valid 8 hours."""
+    at = now()
     try:
-        account = authenticate(session, given.username, given.password)
-    except AuthError as exc:  # answered, not raised: the refusal's audit row is committed
+        account = guarded_authenticate(
+            session, given.username, given.password, lock_address=client_address(request), at=at
+        )
+    except LockedOutError as exc:  # answered, not raised: the refusal's audit row is committed
+        return locked_out(exc, at)
+    except AuthError as exc:  # the same: the failure must count
         return body(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
     issued = issue_token(session, account.id, label="api")
     lifetime = issued.record.expires_at - issued.record.created_at
     return TokenOut(
         access_token=issued.token, expires_at=issued.record.expires_at, expires_in=int(lifetime.total_seconds())
     )
+
+
+def locked_out(exc: LockedOutError, at: datetime) -> JSONResponse:
+    """429 until the lock ends; ``Retry-After`` in whole seconds, rounded up so that a retry on time is not early."""
+    wait = max(1, math.ceil((exc.until - at).total_seconds()))
+    return body(429, f"{exc} (in {wait} s)", headers={"Retry-After": str(wait)})
 
 
 @router.delete("/auth/token", status_code=204)
