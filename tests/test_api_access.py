@@ -12,7 +12,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from presa.auth.models import Account
+from presa.care.store import make_engine, session_factory
+from presa.care.store.models import Patient
+from presa.web.access import patients_query, visible
+from presa.web.deps import actor_of
 from tests.conftest import Api
 
 ROLE_ACCOUNTS = {  # one account per role, each within A1's scope
@@ -379,3 +385,19 @@ def test_each_account_lists_exactly_its_patients(api: Api) -> None:
     for account, residents in expected.items():
         page = api.http.get("/api/patients", headers=w.headers(account)).json()
         assert {ids[p["id"]] for p in page["items"]} == residents, account
+
+
+def test_the_per_row_scope_of_the_lists_is_exactly_the_scope_for_every_account(api_database: str, api: Api) -> None:
+    """``visible`` (what the follow-up lists carry, a probe per row) and ``patients_query`` (the patients pages and
+    the API list) are two statements of one scope: they must name the same patients for every account."""
+    engine = make_engine(api_database)
+    try:
+        with session_factory(engine)() as db:
+            accounts = list(db.scalars(select(Account)))
+            assert len({a.role for a in accounts}) == len(ROLE_ACCOUNTS)
+            for account in accounts:
+                actor = actor_of(db, account, 0, None)
+                exact = {p.id for p, _ in db.execute(patients_query(actor))}
+                assert set(db.scalars(select(Patient.id).where(visible(actor, Patient.id)))) == exact, account.username
+    finally:
+        engine.dispose()
