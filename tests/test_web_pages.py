@@ -20,11 +20,20 @@ from presa.care.enrolment import EpisodeState
 from presa.care.pact import ConsentScope, PactStatus, SignerRole
 from presa.care.store import make_engine, session_factory
 from presa.care.store.models import AuditEvent, GestoreKind, PlanStatus, ProviderKind
+from presa.followup.store import (
+    ContactDirection,
+    ContactOutcome,
+    ExecutionSource,
+    ItemKind,
+    Priority,
+    TransitionKind,
+)
 from presa.web.access import patients_query
 from presa.web.deps import actor_of
 from presa.web.pages import i18n
 from presa.web.pages.core import TEMPLATES
 from presa.web.pages.scope import scoped_patients
+from presa.web.pages.timeline import STATUSES
 from tests.apiworld import PASSWORD
 from tests.conftest import Databases
 from tests.webworld import WebWorld, csrf_of, login_token, signed_in, web_server
@@ -306,6 +315,17 @@ def test_catalogues_hold_the_same_keys_and_every_key_used() -> None:
         "level.rule": ("1", "2", "3", "4", "5"),
         "action": ("any", "pact", "plan", "renew"),
         "error": ("401.title", "403.title", "404.title", "409.title", "413.title", "422.title", "500.title"),
+        "item_kind": ItemKind,
+        "next": ItemKind,
+        "priority": Priority,
+        "contact_outcome": ContactOutcome,
+        "direction": ContactDirection,
+        "execution": ExecutionSource,
+        "transition": TransitionKind,
+        "activity_status": STATUSES,
+        "entry": ("activity", "booking", "execution", "contact", "transition"),
+        "weekday": tuple(str(d) for d in range(7)),
+        "timeline": ("move", "book", *(f"booking_{s}" for s in ("cancelled", "rescheduled"))),
     }
     missing = [f"{p}.{v}" for p, members in values.items() for v in members if f"{p}.{v}" not in italian]
     assert missing == []

@@ -24,7 +24,7 @@ from presa.care.service import choose_gestore, draft_pact, open_episode
 from presa.care.service.organisations import add_provider, add_to_network
 from presa.care.store import make_engine, session_factory, upgrade
 from presa.web.app import create_app
-from tests.apiworld import PASSWORD, LiveServer, World, build_world
+from tests.apiworld import PASSWORD, LiveServer, World, add_followup, build_world
 from tests.carebuilder import ALL_SCOPES
 
 ACCOUNTS = ("gp1", "nurse1", "nurse2", "boss1", "ana", "oper9")
@@ -75,11 +75,14 @@ def build_web_world(engine: Engine, runs_dir: Path) -> WebWorld:
 
 
 @contextmanager
-def web_server(url: str, runs_dir: Path) -> Iterator[tuple[WebWorld, LiveServer]]:
+def web_server(url: str, runs_dir: Path, *, followup: bool = False) -> Iterator[tuple[WebWorld, LiveServer]]:
+    """The web world served; with ``followup``, A1 in follow-up too (``tests.apiworld.add_followup``)."""
     engine = make_engine(url)
     try:
         upgrade(engine)
         web = build_web_world(engine, runs_dir)
+        if followup:
+            add_followup(engine, web.world)
     finally:
         engine.dispose()
     web.database = url

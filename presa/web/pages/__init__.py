@@ -10,11 +10,11 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from presa.web.pages import account, ats, gestore, me, patients, plans
+from presa.web.pages import account, ats, booking, gestore, me, patients, plans, timeline, worklist
 from presa.web.pages.core import STATIC, PageHeaders, install_error_pages
 
 router = APIRouter(include_in_schema=False)
-for part in (account, patients, plans, gestore, ats, me):
+for part in (account, patients, plans, gestore, ats, me, worklist, timeline, booking):
     router.include_router(part.router)
 
 

@@ -60,13 +60,25 @@ CSP = (
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 NAV: dict[Role, tuple[tuple[str, str], ...]] = {
-    Role.CLINICIAN: (("/patients", "nav.patients"), ("/patients?action=any", "nav.todo")),
-    Role.CASE_MANAGER: (("/patients", "nav.patients"), ("/patients?mine=true", "nav.mine")),
-    Role.OPERATOR: (("/patients", "nav.patients"),),
+    Role.CLINICIAN: (
+        ("/patients", "nav.patients"),
+        ("/patients?action=any", "nav.todo"),
+        ("/work-list", "nav.worklist"),
+    ),
+    Role.CASE_MANAGER: (
+        ("/patients", "nav.patients"),
+        ("/patients?mine=true", "nav.mine"),
+        ("/work-list", "nav.worklist"),
+        ("/work-list?owner=mine", "nav.my_items"),
+        ("/calendar", "nav.calendar"),
+    ),
+    Role.OPERATOR: (("/patients", "nav.patients"), ("/work-list", "nav.worklist"), ("/calendar", "nav.calendar")),
     Role.GESTORE_ADMIN: (
         ("/gestore", "nav.funnel"),
         ("/patients", "nav.patients"),
+        ("/work-list", "nav.worklist"),
         ("/gestore/network", "nav.network"),
+        ("/calendar", "nav.calendar"),
         ("/gestore/case-managers", "nav.case_managers"),
     ),
     Role.ATS_ANALYST: (
