@@ -6,18 +6,23 @@ import io
 from datetime import UTC, date, datetime
 
 import pypdf
+import pytest
 
 from presa.care.calendar import draft_care_plan
 from presa.care.documents import (
+    LETTERS_PER_PART,
     GestoreContact,
     InvitationLetter,
     PactDocument,
     PactSignatureLine,
     PlanDocument,
+    invitation_letter_pdf,
     invitation_letters_pdf,
     pact_pdf,
     plan_pdf,
+    write_invitation_letters,
 )
+from presa.care.pdfjoin import PdfJoiner
 from presa.care.pseudonyms import invitation_code, invitation_of_code, pseudonym
 
 KEY = b"k" * 32
@@ -45,6 +50,62 @@ def test_letters_list_the_gestori_with_contacts_one_letter_per_page() -> None:
     assert "Cooperativa Salute & Territorio" in text and "Via Roma 1, Milano" in text and "c@e.it" in text
     assert "Azienda Socio-Sanitaria Territoriale" in text and "Telefono: 02 456" in text
     assert "livello 1: fragilità clinica" in text
+
+
+def cross_references(content: bytes) -> dict[int, int]:
+    """Object number → offset, from the PDF's last cross-reference table."""
+    start = int(content[content.rindex(b"startxref") + 9 :].split()[0])
+    lines = content[start:].split(b"\n")
+    assert lines[0] == b"xref"
+    size = int(lines[1].split()[1])
+    return {number: int(lines[2 + number][:10]) for number in range(1, size)}
+
+
+class Unseekable(io.RawIOBase):
+    """A socket-like sink: write only, no tell or seek."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.data += b
+        return len(b)
+
+
+def test_a_batch_is_joined_part_by_part_into_one_valid_pdf() -> None:
+    count = 2 * LETTERS_PER_PART + 3  # three parts, the last one short
+    letters = [letter(f"{n}-CODE{n:04d}", "F" if n % 2 else "M") for n in range(1, count + 1)]
+    sink = Unseekable()
+    assert write_invitation_letters(iter(letters), sink, title="Lettere di invito, lotto 7") == count  # type: ignore[arg-type]
+    content = bytes(sink.data)
+    reader = pypdf.PdfReader(io.BytesIO(content), strict=True)
+    assert len(reader.pages) == count
+    for number in (1, LETTERS_PER_PART, LETTERS_PER_PART + 1, count):  # in order, across the parts' seams
+        assert f"Codice di invito: {number}-CODE{number:04d}" in reader.pages[number - 1].extract_text()
+    assert reader.metadata is not None and reader.metadata.title == "Lettere di invito, lotto 7"
+    assert reader.trailer["/Root"]["/Lang"] == "it-IT"
+    for number, offset in cross_references(content).items():  # every offset is exact
+        assert content[offset:].startswith(b"%d 0 obj" % number), number
+    assert content.count(b"/Type /Font") == 2  # Helvetica and its bold, once for the whole batch
+    assert len(content) < count * 3_000
+
+
+def test_letters_drawn_one_by_one_join_into_the_same_pages() -> None:
+    parts = [invitation_letter_pdf(letter(f"{n}-AAAAAAAA")) for n in (1, 2, 3)]
+    assert text_of(parts[0]) == text_of(invitation_letters_pdf([letter("1-AAAAAAAA")]))
+    out = io.BytesIO()
+    with PdfJoiner(out, title="t") as joiner:
+        for part in parts:
+            assert joiner.append(part) == 1
+    pages, text = text_of(out.getvalue())
+    assert pages == 3 and [f"{n}-AAAAAAAA" in text for n in (1, 2, 3)] == [True] * 3
+    with pytest.raises(ValueError, match="no letters to print"):
+        invitation_letters_pdf([])
+    with pytest.raises(ValueError, match="no pages to write"):
+        PdfJoiner(io.BytesIO(), title="t").close()
 
 
 def test_the_pact_shows_consents_signatures_and_revocation() -> None:

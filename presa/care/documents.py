@@ -2,7 +2,9 @@
 
 Each function takes plain values (no database) and returns the bytes of a PDF drawn with reportlab's standard
 fonts, which cover the accented letters of Italian. The letters of a batch are one PDF, each letter starting on
-a new page; :func:`invitation_letters_pdf` with one letter is that patient's own PDF.
+a new page; :func:`invitation_letters_pdf` with one letter is that patient's own PDF. A batch of any size is
+written by :func:`write_invitation_letters`: drawn :data:`LETTERS_PER_PART` letters at a time and joined into the
+output as it goes (``presa.care.pdfjoin``), so memory does not grow with the batch.
 
 What goes into each document follows presa's data: the store keeps no names or addresses of patients (only the
 pseudonymous ``resident_id``), so a letter is addressed by its invitation code, which the patient shows to the
@@ -11,11 +13,13 @@ gestore they choose, and the envelope is addressed by whoever joins the code to 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
 from io import BytesIO
-from itertools import groupby
+from itertools import groupby, islice
+from typing import BinaryIO
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
@@ -36,6 +40,7 @@ from reportlab.platypus import (
 )
 
 from presa.care.ical import KIND_IT, PROVIDER_IT
+from presa.care.pdfjoin import PdfJoiner
 from presa.care.plan import CarePlan, by_day
 
 ITALY = ZoneInfo("Europe/Rome")
@@ -85,6 +90,10 @@ PACT_STATUS_IT = {
     "revoked": "revocato",
 }
 PLAN_STATUS_IT = {"draft": "bozza", "active": "attivo", "completed": "concluso"}
+LETTERS_PER_PART = 50
+"""Letters drawn as one reportlab document before joining: enough to spread reportlab's fixed cost per document,
+few enough that a part weighs a few MB."""
+LETTERS_TITLE = "Lettere di invito"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +166,41 @@ def it_datetime(at: datetime) -> str:
 # --- invitation letters ----------------------------------------------------------------------------------------
 
 
-def invitation_letters_pdf(letters: Sequence[InvitationLetter], *, title: str = "Lettere di invito") -> bytes:
-    """All the letters in one PDF, each on its own pages."""
-    if not letters:
+def invitation_letters_pdf(letters: Sequence[InvitationLetter], *, title: str = LETTERS_TITLE) -> bytes:
+    """All the letters in one PDF, each on its own pages (for a few letters: a batch goes to a file or a response
+    with :func:`write_invitation_letters`)."""
+    buffer = BytesIO()
+    write_invitation_letters(letters, buffer, title=title)
+    return buffer.getvalue()
+
+
+def write_invitation_letters(letters: Iterable[InvitationLetter], out: BinaryIO, *, title: str = LETTERS_TITLE) -> int:
+    """All the letters in one PDF written to ``out``, each on its own pages, in memory bounded by
+    :data:`LETTERS_PER_PART` letters whatever their number; how many letters."""
+    joiner = PdfJoiner(out, title=title, author="presa", lang="it-IT")
+    count = 0
+    for part in _parts(letters, LETTERS_PER_PART):
+        joiner.append(_letters_part(part, title=title))
+        count += len(part)
+    if not count:
         raise ValueError("no letters to print")
+    joiner.close()
+    return count
+
+
+def invitation_letter_pdf(letter: InvitationLetter, *, title: str = LETTERS_TITLE) -> bytes:
+    """One letter as its own PDF (a patient's file; :class:`PdfJoiner` joins such files into the batch's PDF
+    without drawing them twice)."""
+    return _letters_part((letter,), title=title)
+
+
+def _parts(letters: Iterable[InvitationLetter], size: int) -> Iterator[tuple[InvitationLetter, ...]]:
+    items = iter(letters)
+    while part := tuple(islice(items, size)):
+        yield part
+
+
+def _letters_part(letters: Sequence[InvitationLetter], *, title: str) -> bytes:
     story: list[Flowable] = []
     for number, letter in enumerate(letters):
         if number:
@@ -403,6 +443,7 @@ def _e(text: str) -> str:
     return escape(text)
 
 
+@cache  # the same styles for every paragraph of every document; the sample sheet costs ~1 ms to build
 def _styles() -> dict[str, ParagraphStyle]:
     base = getSampleStyleSheet()
     body = ParagraphStyle("presa-body", parent=base["BodyText"], fontName="Helvetica", fontSize=10, leading=14)

@@ -25,6 +25,8 @@ from presa.care.store.database import database_url, make_engine, normalise_url, 
 from presa.cli.app import app, parse_date
 from presa.cli.console import console, fail_cleanly, progress_bar
 
+AUDIT_FLUSH = 1_000
+
 DatabaseOption = Annotated[
     str | None, typer.Option("--database", help="Care store URL; default: PRESA_DATABASE_URL or presa.sqlite3.")
 ]
@@ -103,9 +105,11 @@ def invite(
     letters.csv joins each letter (its file and invitation code) to the patient's resident id, for whoever
     addresses the envelopes; the letters themselves carry no resident id.
     """
+    from presa.care.documents import invitation_letter_pdf
+    from presa.care.pdfjoin import PdfJoiner
     from presa.care.pseudonyms import secret_key
     from presa.care.service.invitations import invite as invite_patients
-    from presa.care.service.letters import batch_letters, letters_pdf
+    from presa.care.service.letters import batch_title, letter_entries
     from presa.care.store.audit import record
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -115,29 +119,34 @@ def invite(
     key = secret_key()
     with store(database) as engine, transaction(engine) as session:
         done = invite_patients(session, ats, author=who, letter_date=day, limit=limit)
-        letters = batch_letters(session, done.batch.id, key)
+        total = len(done.patient_ids)
         (out / "letters").mkdir(parents=True, exist_ok=True)
-        with progress_bar("Writing letters") as advance:
-            for number, item in enumerate(letters, start=1):
-                path = out / "letters" / f"invito-{item.invitation.id}.pdf"
-                path.write_bytes(letters_pdf([item], batch_id=done.batch.id))
-                record(session, actor=who, action="print_letter", entity="invitation", entity_id=item.invitation.id,
-                       patient_id=item.patient.id)  # fmt: skip
-                advance("letters", number, len(letters))
         merged = out / f"lettere-lotto-{done.batch.id}.pdf"
-        with console.status("Writing the merged PDF"):
-            merged.write_bytes(letters_pdf(letters, batch_id=done.batch.id))
-        with (out / "letters.csv").open("w", newline="", encoding="utf-8") as index:
+        # Each letter is drawn once, for its own file and for the merged PDF, which grows letter by letter:
+        # memory stays the same whatever the batch's size.
+        with (
+            merged.open("wb") as merged_file,
+            (out / "letters.csv").open("w", newline="", encoding="utf-8") as index,
+            progress_bar("Writing letters") as advance,
+        ):
+            joiner = PdfJoiner(merged_file, title=batch_title(done.batch.id), lang="it-IT")
             writer = csv.writer(index)
             writer.writerow(["invitation_id", "invitation_code", "resident_id", "municipality", "file"])
-            for item in letters:
-                writer.writerow(
-                    [item.invitation.id, item.code, item.patient.resident_id, item.patient.municipality or "",
-                     f"letters/invito-{item.invitation.id}.pdf"]
-                )  # fmt: skip
+            for number, entry in enumerate(letter_entries(session, done.batch.id, key), start=1):
+                name = f"letters/invito-{entry.invitation_id}.pdf"
+                pdf = invitation_letter_pdf(entry.letter, title=batch_title(done.batch.id))
+                (out / name).write_bytes(pdf)
+                joiner.append(pdf)
+                writer.writerow([entry.invitation_id, entry.code, entry.resident_id, entry.municipality or "", name])
+                record(session, actor=who, action="print_letter", entity="invitation", entity_id=entry.invitation_id,
+                       patient_id=entry.patient_id)  # fmt: skip
+                if number % AUDIT_FLUSH == 0:
+                    session.flush()  # written audit rows leave the session's memory
+                advance("letters", number, total)
+            joiner.close()
     names = ", ".join(g.name for g in done.gestori)
     console.print(
-        f"Batch {done.batch.id}: {len(letters):,} patients of ATS {ats} invited on "
+        f"Batch {done.batch.id}: {total:,} patients of ATS {ats} invited on "
         f"{done.batch.letter_date.isoformat()}; letters list {len(done.gestori)} gestori ({names}). "
         f"Merged PDF: {merged}",
         soft_wrap=True,

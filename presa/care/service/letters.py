@@ -2,12 +2,16 @@
 
 Each function gathers the rows a document needs and hands plain values to ``presa.care.documents``, which draws
 the PDF. Nothing here writes: the caller audits the read (the API and the CLI both do).
+
+A batch's letters are read as plain columns, a thousand rows at a time (:func:`letter_entries`), and drawn into
+the output as they come (:func:`write_batch_letters`): a batch of any size in the same memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +25,7 @@ from presa.care.documents import (
     invitation_letters_pdf,
     pact_pdf,
     plan_pdf,
+    write_invitation_letters,
 )
 from presa.care.pdta import default_templates
 from presa.care.pseudonyms import invitation_code
@@ -86,7 +91,57 @@ def batch_letters(session: Session, batch_id: int, key: bytes, *, patient_id: in
 
 
 def letters_pdf(letters: Sequence[Letter], *, batch_id: int) -> bytes:
-    return invitation_letters_pdf([item.letter for item in letters], title=f"Lettere di invito, lotto {batch_id}")
+    return invitation_letters_pdf([item.letter for item in letters], title=batch_title(batch_id))
+
+
+def batch_title(batch_id: int) -> str:
+    return f"Lettere di invito, lotto {batch_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LetterEntry:
+    """One letter of a batch with the ids its callers audit and index, and no ORM rows (a batch streams)."""
+
+    invitation_id: int
+    patient_id: int
+    resident_id: str
+    municipality: str | None
+    code: str
+    letter: InvitationLetter
+
+
+ENTRIES_PER_FETCH = 1_000
+
+
+def letter_entries(session: Session, batch_id: int, key: bytes) -> Iterator[LetterEntry]:
+    """The letters of a batch in the batch's order, fetched :data:`ENTRIES_PER_FETCH` rows at a time."""
+    batch = get(session, InvitationBatch, batch_id, "invitation batch")
+    ats = get(session, Ats, batch.ats_code, "ATS")
+    gestori = tuple(contact(g) for g in gestori_serving(session, batch.ats_code, batch.letter_date))
+    query = (
+        select(Invitation.id, Patient.id, Patient.resident_id, Patient.sex, Patient.municipality, Patient.level)
+        .join(Patient, Patient.id == Invitation.patient_id)
+        .where(Invitation.batch_id == batch.id)
+        .order_by(Invitation.id)
+        .execution_options(yield_per=ENTRIES_PER_FETCH)
+    )
+    for invitation_id, patient_id, resident_id, sex, municipality, level in session.execute(query):
+        code = invitation_code(key, invitation_id)
+        letter = InvitationLetter(ats.code, ats.name, batch.letter_date, code, sex, municipality, level, gestori)
+        yield LetterEntry(invitation_id, patient_id, resident_id, municipality, code, letter)
+
+
+def write_batch_letters(session: Session, batch_id: int, key: bytes, out: BinaryIO) -> list[int]:
+    """Every letter of a batch as one PDF written to ``out``; the patients' ids in the letters' order (to audit)."""
+    patients: list[int] = []
+
+    def letters() -> Iterator[InvitationLetter]:
+        for entry in letter_entries(session, batch_id, key):
+            patients.append(entry.patient_id)
+            yield entry.letter
+
+    write_invitation_letters(letters(), out, title=batch_title(batch_id))
+    return patients
 
 
 def latest_invitation(session: Session, patient_id: int) -> Invitation | None:

@@ -1,18 +1,24 @@
 """Invitation batches, by ATS analysts of that ATS: prepare a batch, list batches, print a batch's letters (one
-PDF); and one patient's own letter (for the patient, or for an analyst by pseudonym)."""
+PDF); and one patient's own letter (for the patient, or for an analyst by pseudonym).
+
+A batch's PDF is drawn into an anonymous temporary file within the request's transaction (so the letters and
+their audit rows agree, and a 200 means committed), then streamed from it: memory stays the same for 100 letters
+or 100,000, and the disk holds the file only while it is sent."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, Strict
 from sqlalchemy import select
 
 from presa.care.service.invitations import invite
-from presa.care.service.letters import batch_letters, latest_invitation, letters_pdf
+from presa.care.service.letters import batch_letters, latest_invitation, letters_pdf, write_batch_letters
 from presa.care.service.organisations import gestori_serving
 from presa.care.store.models import Gestore, Invitation, InvitationBatch, Patient
 from presa.web.access import Permission
@@ -24,6 +30,7 @@ from presa.web.schemas import AtsCode, Body, Day
 router = APIRouter(tags=["invitations"])
 BatchId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 PDF: dict[int | str, dict[str, Any]] = {200: {"content": {"application/pdf": {}}, "description": "a PDF"}}
+CHUNK = 64 * 1024
 
 
 class BatchIn(Body):
@@ -113,9 +120,14 @@ def get_batch(ctx: Annotated[Ctx, requires(Permission.INVITE)], batch_id: BatchI
 def batch_pdf(ctx: Annotated[Ctx, requires(Permission.INVITE)], batch_id: BatchId) -> Response:
     """Every letter of the batch in one PDF, in Italian, each on its own page."""
     batch = _own_batch(ctx, batch_id)
-    letters = batch_letters(ctx.session, batch.id, ctx.state.key)
-    ctx.audit_patients("print_letter", "invitation", [item.patient.id for item in letters])
-    return _pdf(letters_pdf(letters, batch_id=batch.id), f"lettere-invito-lotto-{batch.id}.pdf")
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the response once sent, or below)
+    try:
+        patients = write_batch_letters(ctx.session, batch.id, ctx.state.key, spool)
+    except BaseException:
+        spool.close()
+        raise
+    ctx.audit_patients("print_letter", "invitation", patients)
+    return _streamed_pdf(spool, f"lettere-invito-lotto-{batch.id}.pdf")
 
 
 @router.get("/patients/{ref}/invitation-letter.pdf", response_class=Response, responses=PDF)
@@ -145,6 +157,26 @@ def _detail(ctx: Ctx, batch: InvitationBatch, *, audit: bool) -> BatchDetailOut:
         gestori=[GestoreListed(id=g.id, code=g.code, name=g.name, phone=g.phone, email=g.email) for g in gestori],
         invited=[InvitedOut(pseudonym=ctx.pseudonym(p), level=p.level) for p in patients],
     )
+
+
+def _streamed_pdf(spool: IO[bytes], filename: str) -> StreamingResponse:
+    size = spool.tell()
+    spool.seek(0)
+    return StreamingResponse(
+        _chunks(spool),
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "Content-Length": str(size),
+        },
+    )
+
+
+def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(CHUNK):
+            yield chunk
 
 
 def _pdf(content: bytes, filename: str) -> Response:
