@@ -213,7 +213,7 @@ def activity_page(page: Annotated[Page, allowed(Permission.BOOK)], plan_id: RowI
         slots=[(s, infos[s.id]) for s in found],
         current=infos.get(context.booking.slot_id) if context.booking else None,
         providers=providers,
-        week=monday_of(max(context.activity.day, today_in_italy())),
+        week=monday_of(found[0].day if found else max(context.activity.day, today_in_italy())),
         here=f"/plans/{plan_id}/activities/{activity_id}/book",
     )
 
