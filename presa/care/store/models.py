@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Date,
     ForeignKey,
@@ -297,6 +298,11 @@ class Patient(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("stratification_runs.id"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    pseudonym_index: Mapped[int | None] = mapped_column(
+        BigInteger,
+        index=True,
+        comment="keyed digest of the pseudonym, for analysts' lookups (presa.care.service.pseudonyms)",
+    )
 
     def age_on(self, day: date) -> int:
         before_birthday = (day.month, day.day) < (self.birth_date.month, self.birth_date.day)
