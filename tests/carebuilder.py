@@ -24,7 +24,7 @@ from tests.test_summary import RunBuilder
 REF = date(2025, 12, 31)
 TODAY = date(2026, 3, 2)
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 10:00 in Rome, on TODAY
-ALL_SCOPES = ("care", "data_sharing", "reminders_sms", "reminders_email", "telemonitoring")
+ALL_SCOPES = ("care", "data_sharing", "reminders_sms", "reminders_email", "telemonitoring", "caregiver_reminders")
 
 # Catalog ids that have PDTA templates (presa/care/pdta), and one that has none (the generic follow-up).
 ENTRIES = [

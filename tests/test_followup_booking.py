@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from presa.care.service import CareError, add_to_plan, revoke_pact
+from presa.care.service import CareError, add_to_plan, draft_pact, revoke_pact, sign_pact
 from presa.care.store import make_engine, upgrade
 from presa.followup.rules import ITALY
 from presa.followup.service.booking import (
@@ -30,7 +30,7 @@ from presa.followup.service.booking import (
     reschedule,
 )
 from presa.followup.service.reconcile import mark_done
-from presa.followup.service.reminders import add_contact_point, opt_out, outbox_of
+from presa.followup.service.reminders import add_contact_point, opt_out, outbox_of, recipients
 from presa.followup.service.worklist import WorkListFilter, list_items, refresh_worklist
 from presa.followup.store import Booking, BookingStatus, Channel, ItemKind, OutboxStatus, Slot
 from tests.carebuilder import CareRuns
@@ -128,9 +128,27 @@ def test_consent_and_opt_out_decide_who_is_reminded(db: Session, runs: CareRuns)
     book(db, patient.plan.id, ECG, slot_on(db, schedules["89.52"], date(2026, 5, 26)).id, author="cm", at=NOW)
 
     messages = outbox_of(db, patient_id)
-    assert {m.recipient for m in messages} == {"anna@example.org"}  # no SMS consent; caregiver needs data_sharing
+    assert {m.recipient for m in messages} == {"anna@example.org"}  # no SMS consent; no caregiver_reminders
     assert opt_out(db, patient_id, "email", author="op", at=NOW) == 2
     assert {m.status for m in outbox_of(db, patient_id)} == {OutboxStatus.CANCELLED}
+
+
+def test_a_caregiver_is_reminded_only_with_the_pacts_own_scope(db: Session, runs: CareRuns) -> None:
+    # Sharing data with the gestore's network is not consent to tell a third person about appointments.
+    patient = planned(db, runs, scopes=("care", "reminders_email", "data_sharing"))
+    schedules = clinic(db, patient.care.gestore.id, ("89.52",))
+    patient_id = patient.care.patient.id
+    add_contact_point(db, patient_id, channel="email", address="figlio@example.org", role="caregiver", author="op")
+    assert recipients(db, patient_id) == []
+    draft = draft_pact(db, patient.care.episode.id, author="op", at=NOW,
+                       scopes=("care", "reminders_email", "caregiver_reminders"))  # fmt: skip
+    sign_pact(db, draft.id, role="patient", signer="Paziente", signed_at=NOW, author="op")
+    sign_pact(db, draft.id, role="clinical_manager", signer="Medico", signed_at=NOW, author="op")
+    assert [p.address for p in recipients(db, patient_id)] == ["figlio@example.org"]
+
+    book(db, patient.plan.id, ECG, slot_on(db, schedules["89.52"], date(2026, 5, 26)).id, author="cm", at=NOW)
+
+    assert {m.recipient for m in outbox_of(db, patient_id)} == {"figlio@example.org"}
 
 
 def test_what_cannot_be_booked(db: Session, patient: Planned, schedules: dict[str, int]) -> None:

@@ -77,6 +77,7 @@ SCOPES_IT = {
     "reminders_sms": "Promemoria degli appuntamenti via SMS",
     "reminders_email": "Promemoria degli appuntamenti via e-mail",
     "telemonitoring": "Telemonitoraggio dei parametri clinici",
+    "caregiver_reminders": "Promemoria degli appuntamenti anche al familiare o caregiver indicato",
 }
 SIGNERS_IT = {
     "patient": "L'assistito/a",

@@ -2,7 +2,8 @@
 
 A pact (FHIR ``Consent``, the signed PDF as ``DocumentReference``) names the patient, the gestore and the clinical
 manager, and the consent scopes the patient gives: ``care`` (always: without it there is no presa in carico),
-``data_sharing`` with the gestore's network, ``reminders_sms``, ``reminders_email`` and ``telemonitoring``. Pacts
+``data_sharing`` with the gestore's network, ``reminders_sms``, ``reminders_email``, ``telemonitoring`` and
+``caregiver_reminders`` (appointments also told to a caregiver the patient names). Pacts
 are versioned within an enrolment episode: a new version starts as a draft and, once signed by the patient (or a
 legal representative) and by the clinical manager, supersedes the previous one. Revoking the signed pact stops any
 further processing of the patient's plan until a new version is signed; :func:`processing_decision` says whether
@@ -25,6 +26,7 @@ class ConsentScope(StrEnum):
     REMINDERS_SMS = "reminders_sms"
     REMINDERS_EMAIL = "reminders_email"
     TELEMONITORING = "telemonitoring"
+    CAREGIVER_REMINDERS = "caregiver_reminders"
 
 
 class PactStatus(StrEnum):

@@ -46,7 +46,7 @@ from presa.care.store.models import CarePlanRecord, Episode, Gestore, Patient, P
 from presa.stratify.summary import ATS_NAMES
 
 AUTHOR = "demo"
-SCOPES = ("care", "data_sharing", "reminders_sms", "reminders_email", "telemonitoring")
+SCOPES = ("care", "data_sharing", "reminders_sms", "reminders_email", "telemonitoring", "caregiver_reminders")
 GIVEN = ("Giulia", "Marco", "Francesca", "Luca", "Chiara", "Andrea", "Sara", "Paolo", "Elena", "Matteo", "Laura",
          "Stefano", "Anna", "Davide", "Silvia", "Giorgio")  # fmt: skip
 FAMILY = ("Rossi", "Bianchi", "Colombo", "Ferrari", "Russo", "Galli", "Fontana", "Conti", "Ricci", "Marino",

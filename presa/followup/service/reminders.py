@@ -2,8 +2,9 @@
 
 **Who.** The patient's contact points (e-mail addresses, mobile numbers) and a caregiver's, each channel only with
 the pact's consent - ``reminders_email`` for e-mail, ``reminders_sms`` for SMS - and a caregiver only when the pact
-also gives ``data_sharing`` (the pact has no scope of its own for a caregiver; sharing appointments with a third
-person is data sharing). A contact point the patient opted out of (per channel, :func:`opt_out`) gets nothing.
+also gives ``caregiver_reminders`` (telling a third person about appointments is a purpose of its own, not the
+``data_sharing`` with the gestore's network). A contact point the patient opted out of (per channel,
+:func:`opt_out`) gets nothing.
 
 **When.** A booking writes its reminders to the outbox in the booking's own transaction (the outbox pattern: a
 reminder exists exactly when the booking committed): ``reminders.booking_lead_days`` days before (7 and 1), at
@@ -137,7 +138,7 @@ def opt_out(
 
 
 def recipients(session: Session, patient_id: int, decision: ProcessingDecision | None = None) -> list[ContactPoint]:
-    """The contact points a reminder may go to now: consent per channel, caregivers with data sharing, no opt-out."""
+    """The contact points a reminder may go to now: consent per channel, caregivers with their own scope, no opt-out."""
     decision = decision or can_process(session, patient_id)
     if not decision.allowed:
         return []
@@ -152,7 +153,7 @@ def recipients(session: Session, patient_id: int, decision: ProcessingDecision |
 def _allowed(channel: Channel, role: RecipientRole, decision: ProcessingDecision) -> bool:
     if not decision.allows(SCOPE_OF[channel]):
         return False
-    return role is RecipientRole.PATIENT or decision.allows(ConsentScope.DATA_SHARING)
+    return role is RecipientRole.PATIENT or decision.allows(ConsentScope.CAREGIVER_REMINDERS)
 
 
 # --- enqueueing ----------------------------------------------------------------------------------------------
