@@ -283,6 +283,13 @@ class Patient(Base):
     __table_args__ = (
         CheckConstraint("sex IN ('M', 'F')", name="sex"),
         CheckConstraint("level BETWEEN 1 AND 5", name="level"),
+        Index(
+            "ix_patients_without_pseudonym_index",
+            "ats_code",
+            "id",
+            postgresql_where=text("pseudonym_index IS NULL"),
+            sqlite_where=text("pseudonym_index IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
