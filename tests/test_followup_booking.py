@@ -32,7 +32,7 @@ from presa.followup.service.booking import (
 from presa.followup.service.reconcile import mark_done
 from presa.followup.service.reminders import add_contact_point, opt_out, outbox_of, recipients
 from presa.followup.service.worklist import WorkListFilter, list_items, refresh_worklist
-from presa.followup.store import Booking, BookingStatus, Channel, ItemKind, OutboxStatus, Slot
+from presa.followup.store import Booking, BookingStatus, Channel, ItemKind, ItemStatus, OutboxStatus, Slot
 from tests.carebuilder import CareRuns
 from tests.followupbuilder import Planned, clinic, planned
 
@@ -95,9 +95,15 @@ def test_a_booking_in_the_window_writes_its_reminders(db: Session, patient: Plan
     offered = free_slots(db, activity, not_before=NOW)
     assert offered[0].day == date(2026, 5, 26)  # nearest the planned day first
 
+    refresh_worklist(db, today=date(2026, 5, 20), at=NOW)
+    wanted = list_items(db, WorkListFilter(kinds=(ItemKind.NOT_BOOKED,)), at=NOW).rows
+    to_book = next(r.item for r in wanted if r.item.activity_id == ECG)
+
     booking = book(db, patient.plan.id, ECG, offered[0].id, author="cm", at=NOW)
 
     assert booking.status is BookingStatus.BOOKED
+    # the list stops offering to book it at once, not at the next refresh
+    assert (to_book.status, to_book.closed_by, to_book.outcome) == (ItemStatus.CLOSED, "system", "booked")
     messages = outbox_of(db, patient_id)
     assert len(messages) == 6  # 3 recipients x (7 days and 1 day before)
     assert {m.not_before for m in messages} == {
@@ -202,6 +208,25 @@ def test_reschedule_cancel_and_closures(db: Session, patient: Planned, schedules
         cancel(db, moved.id, reason="again", author="cm", at=NOW)
     refresh_worklist(db, today=date(2026, 5, 20), at=NOW)
     assert ECG in {r.item.activity_id for r in list_items(db, WorkListFilter(), at=NOW, limit=500).rows}
+
+
+def test_booking_closes_the_item_offering_it_and_a_cancellation_brings_it_back(
+    db: Session, patient: Planned, schedules: dict[str, int]
+) -> None:
+    refresh_worklist(db, today=date(2026, 5, 20), at=NOW)
+
+    def to_book() -> set[str | None]:
+        rows = list_items(db, WorkListFilter(kinds=(ItemKind.NOT_BOOKED,)), at=NOW, limit=500).rows
+        return {r.item.activity_id for r in rows}
+
+    assert ECG in to_book()
+    booking = book(db, patient.plan.id, ECG, slot_on(db, schedules["89.52"], date(2026, 5, 26)).id, author="cm", at=NOW)
+    assert ECG not in to_book()
+    assert refresh_worklist(db, today=date(2026, 5, 20), at=NOW).reopened == 0
+
+    cancel(db, booking.id, reason="the patient is away", author="cm", at=NOW)
+    assert refresh_worklist(db, today=date(2026, 5, 20), at=NOW).reopened == 1
+    assert ECG in to_book()
 
 
 def test_a_whole_plan_year_is_previewed_then_booked(db: Session, patient: Planned, schedules: dict[str, int]) -> None:

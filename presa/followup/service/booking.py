@@ -38,7 +38,7 @@ from presa.care.store.bulk import table_of
 from presa.care.store.models import CarePlanRecord, Episode, PlanActivityRecord, PlanStatus, PlanVersion, Provider
 from presa.followup.availability import Closure, Opening, expand
 from presa.followup.rules import ITALY, Window, activity_window, code_stem, italian_day, same_family
-from presa.followup.service import reminders
+from presa.followup.service import reminders, worklist
 from presa.followup.store import (
     ActivityOutcome,
     Availability,
@@ -370,6 +370,7 @@ def book(
         at=at,
     )
     reminders.enqueue_booking_reminders(session, booking, at=at)
+    worklist.settle_booked(session, plan.id, activity_id, author=author, at=at)
     return booking
 
 

@@ -206,6 +206,28 @@ def close(session: Session, item_id: int, *, outcome: str, author: str, at: date
     return item
 
 
+def settle_booked(session: Session, plan_id: int, activity_id: str, *, author: str, at: datetime) -> int:
+    """Close, as the refresh will, the "not booked" and "overdue" items of an activity just booked, so that no list
+    offers to book it again until the next refresh; how many. They are closed as ``system``: should the booking
+    be cancelled, the next refresh reopens them (a person's closure, by contrast, is final)."""
+    w = WorkItem
+    items = session.scalars(
+        select(w).where(
+            w.plan_id == plan_id,
+            w.activity_id == activity_id,
+            w.kind.in_((ItemKind.NOT_BOOKED, ItemKind.OVERDUE)),
+            w.status != ItemStatus.CLOSED,
+            w.origin == REFRESH,
+        )
+    ).all()
+    for item in items:
+        _close(item, "booked", SYSTEM, at)
+    session.flush()
+    for item in items:
+        _audit(session, item, author, "close", {"outcome": item.outcome, "by": SYSTEM}, at)
+    return len(items)
+
+
 def _live(session: Session, item_id: int) -> WorkItem:
     item = get(session, WorkItem, item_id, "work item")
     if item.status is ItemStatus.CLOSED:
