@@ -10,7 +10,11 @@ the key changes every pseudonym and invalidates the codes of letters already sen
   runs and databases, so analyses can be linked over time without knowing who is who;
 - an invitation code is ``<invitation id>-<8 base32 characters>`` (40 bits of HMAC(key, ``invitation:<id>``)):
   the patient shows it to the gestore they choose, who cannot take in charge a patient whose code they were not
-  given.
+  given;
+- a pseudonym's index is 64 bits of HMAC(key, ``pseudonym-index:<pseudonym>``), stored per patient so that a
+  pseudonym finds its patient by an index lookup (``presa.care.service.pseudonyms``). The store keeps this digest,
+  not the pseudonym: someone holding a copy of the database and an analyst's pseudonymised extract still needs the
+  key to join them.
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ def check_key(key: bytes, where: str) -> bytes:
 def pseudonym(key: bytes, resident_id: str) -> str:
     digest = hmac.new(key, f"resident:{resident_id}".encode(), hashlib.sha256).hexdigest()
     return "ps_" + digest[:20]
+
+
+def pseudonym_index(key: bytes, value: str) -> int:
+    """The signed 64-bit index of a pseudonym (a BIGINT in the store)."""
+    digest = hmac.new(key, f"pseudonym-index:{value}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def resident_index(key: bytes, resident_id: str) -> int:
+    """The index of a resident's pseudonym."""
+    return pseudonym_index(key, pseudonym(key, resident_id))
 
 
 def invitation_code(key: bytes, invitation_id: int) -> str:

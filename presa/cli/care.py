@@ -73,17 +73,24 @@ def load(
     author: AuthorOption = None,
 ) -> None:
     """Load a stratification run into the care store: eligible patients, levels and episodes, keeping history."""
+    from presa.care.pseudonyms import secret_key
     from presa.care.service.population import load_run
+    from presa.care.service.pseudonyms import index_pseudonyms
 
     if not run.is_dir():
         raise FileNotFoundError(f"run directory {run} does not exist")
-    with store(database) as engine, transaction(engine) as session, console.status("Loading the run"):
-        loaded = load_run(session, run, author=author_of(author))
+    key = secret_key()
+    with store(database) as engine, transaction(engine) as session:
+        with console.status("Loading the run"):
+            loaded = load_run(session, run, author=author_of(author))
+        with console.status("Indexing the new patients' pseudonyms"):
+            indexed = index_pseudonyms(session, key)  # so that analysts' lookups need no scan
     console.print(
         f"Run {loaded.run_id} ({loaded.reference_date.isoformat()}) loaded in {loaded.seconds:.1f} s: "
         f"{loaded.population:,} residents, {loaded.eligible:,} eligible, {loaded.new_patients:,} new patients, "
         f"{loaded.level_changes:,} level changes, {loaded.no_longer_eligible:,} no longer eligible; "
-        f"{loaded.episodes_opened:,} episodes opened, {loaded.episodes_ended:,} ended.",
+        f"{loaded.episodes_opened:,} episodes opened, {loaded.episodes_ended:,} ended; "
+        f"{indexed:,} pseudonyms indexed.",
         soft_wrap=True,
     )
 

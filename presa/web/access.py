@@ -34,7 +34,8 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from presa.auth.models import Role
-from presa.care.pseudonyms import PSEUDONYM, pseudonym
+from presa.care.pseudonyms import pseudonym
+from presa.care.service.pseudonyms import patient_of_pseudonym
 from presa.care.store.models import Episode, Patient
 from presa.web.errors import ApiError, not_found
 
@@ -215,33 +216,17 @@ def patients_query(actor: Actor) -> Select[Patient, Episode]:
 
 
 class Pseudonyms:
-    """Pseudonym → patient id, for the analysts' lookups: filled as pseudonyms are shown, else by a scan of the
-    ATS (an HMAC cannot be inverted)."""
-
-    LIMIT = 200_000
+    """Patients' pseudonyms for analysts, and back: a pseudonym finds its patient by an index lookup
+    (``presa.care.service.pseudonyms``), never by computing the pseudonyms of a whole ATS."""
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        self._known: dict[str, int] = {}
 
     def of(self, patient: Patient) -> str:
-        value = pseudonym(self.key, patient.resident_id)
-        if len(self._known) < self.LIMIT:
-            self._known[value] = patient.id
-        return value
+        return pseudonym(self.key, patient.resident_id)
 
     def resolve(self, session: Session, ats_code: str, value: str) -> int | None:
-        if not PSEUDONYM.fullmatch(value):
-            return None
-        if value in self._known:
-            return self._known[value]
-        rows = session.execute(select(Patient.id, Patient.resident_id).where(Patient.ats_code == ats_code))
-        for patient_id, resident_id in rows:
-            if pseudonym(self.key, resident_id) == value:
-                if len(self._known) < self.LIMIT:
-                    self._known[value] = patient_id
-                return patient_id
-        return None
+        return patient_of_pseudonym(session, self.key, ats_code, value)
 
 
 def visible_patient(session: Session, actor: Actor, ref: str, pseudonyms: Pseudonyms) -> tuple[Patient, Episode | None]:
