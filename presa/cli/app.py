@@ -16,6 +16,7 @@ from presa.stratify.accuracy import measure_accuracy, overall
 from presa.stratify.catalog import DEFAULT_CATALOG_DIR, load_catalog
 from presa.stratify.compile import compile_catalog
 from presa.stratify.pipeline import run_stratification
+from presa.stratify.spark import SparkOptions, is_uri
 
 if TYPE_CHECKING:
     from presa.synth import SynthConfig
@@ -213,24 +214,39 @@ def validate(
 @fail_cleanly
 def stratify(
     flows: Annotated[
-        Path, typer.Argument(help="Flows directory: raw as shipped, or a store written by 'presa validate'.")
+        str,
+        typer.Argument(
+            help="Flows directory: raw as shipped, or a store written by 'presa validate'; with --engine spark also "
+            "a validated store on any path Spark reads (hdfs://, s3a://)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
     reference_date: ReferenceOption = None,
     catalog: CatalogOption = DEFAULT_CATALOG_DIR,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing run directory.")] = False,
     charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Write PNG and HTML charts.")] = True,
+    engine: Annotated[
+        str, typer.Option("--engine", help="duckdb (one machine) or spark (pip install 'presa[spark]').")
+    ] = "duckdb",
+    master: Annotated[
+        str | None, typer.Option("--master", help="Spark master URL, e.g. local[4] or spark://host:7077.")
+    ] = None,
+    spark_conf: Annotated[
+        list[str] | None, typer.Option("--spark-conf", help="A Spark setting KEY=VALUE; may be repeated.")
+    ] = None,
 ) -> None:
     """Find every resident's chronic pathologies, level and cluster; print the summary and write the charts."""
     the_catalog = load_catalog(catalog)
     reference = parse_date(reference_date, "--reference-date") if reference_date else None
+    spark = spark_options(engine, master, spark_conf or [])
     with progress_steps() as steps:
         result = run_stratification(
-            flows,
+            flows if spark is not None and is_uri(flows) else Path(flows),
             out,
             the_catalog,
             reference,
             replace=replace,
+            spark=spark,
             on_load_progress=steps.phase("Validating flows"),
             on_engine_progress=steps.phase("Stratifying"),
         )
@@ -242,6 +258,23 @@ def stratify(
     from presa.stratify.report import report_run  # matplotlib: loaded by the commands that draw
 
     report_run(out, console, charts=charts)
+
+
+def spark_options(engine: str, master: str | None, settings: list[str]) -> SparkOptions | None:
+    """The Spark session's settings for --engine spark; None for DuckDB."""
+    if engine not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"unknown engine {engine!r}: duckdb or spark", param_hint="--engine")
+    if engine == "duckdb":
+        if master or settings:
+            raise typer.BadParameter("only with --engine spark", param_hint="--master/--spark-conf")
+        return None
+    conf = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{setting!r} is not KEY=VALUE", param_hint="--spark-conf")
+        conf[key.strip()] = value.strip()
+    return SparkOptions(master=master, conf=conf)
 
 
 @app.command()

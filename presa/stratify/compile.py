@@ -393,8 +393,11 @@ JOIN (SELECT DISTINCT table_name, code FROM codes) AS c
 JOIN criteria AS cr ON cr.criterion_no = p.criterion_no
 """
 
+# DDD are summed as exact decimals (to a millionth): a sum of doubles depends on the order the rows arrive in, which
+# differs between engines and between runs with other thread counts, and a threshold could flip on the last bit.
 HITS_TEMPLATE = """
-SELECT x.resident_key, m.criterion_no, COUNT(*) AS n_records, SUM(x.ddd) AS ddd,
+SELECT x.resident_key, m.criterion_no, COUNT(*) AS n_records,
+       CAST(SUM(CAST(x.ddd AS DECIMAL(18, 6))) AS DOUBLE) AS ddd,
        MIN(x.dispensing_date) AS first_date, MAX(x.dispensing_date) AS last_date
 FROM prescriptions AS x
 JOIN code_map AS m ON m.table_name = 'prescriptions' AND m.code = x.atc
@@ -449,9 +452,11 @@ JOIN criteria AS c ON c.criterion_no = h.criterion_no
 WHERE h.n_records >= c.min_count AND (c.min_ddd IS NULL OR h.ddd >= c.min_ddd)
 """
 
+# Age in whole years from the calendar years and the birthday: DuckDB's DATE_DIFF('year') counts year boundaries
+# but Spark's counts whole years, so the portable form spells the rule out.
 POPULATION = """
 SELECT r.resident_key, r.sex,
-       CAST(DATE_DIFF('year', r.birth_date, p.reference_date)
+       CAST(YEAR(p.reference_date) - YEAR(r.birth_date)
             - CASE WHEN MONTH(r.birth_date) * 100 + DAY(r.birth_date)
                         > MONTH(p.reference_date) * 100 + DAY(p.reference_date) THEN 1 ELSE 0 END AS INTEGER) AS age,
        {recent_use} AS recent_use

@@ -135,17 +135,21 @@ def run_stages(
     return seconds
 
 
+# The stages and parameter tables a run writes, and where: the per-resident facts (integer keys only) and the small
+# tables that name them. Both engines write these.
+OUTPUTS: dict[str, Callable[[RunPaths], Path]] = {
+    "stratified": lambda run: run.residents,
+    "evidence": lambda run: run.evidence,
+    "cluster_table": lambda run: run.clusters,
+    "criteria": lambda run: run.criteria,
+    "pathologies": lambda run: run.pathologies,
+}
+
+
 def write_outputs(con: duckdb.DuckDBPyConnection, run: RunPaths) -> dict[str, float]:
-    """The per-resident facts (integer keys only) and the small tables that name them."""
-    outputs = {
-        "stratified": run.residents,
-        "evidence": run.evidence,
-        "cluster_table": run.clusters,
-        "criteria": run.criteria,
-        "pathologies": run.pathologies,
-    }
     seconds: dict[str, float] = {}
-    for name, target in outputs.items():
+    for name, target_of in OUTPUTS.items():
+        target = target_of(run)
         started = time.perf_counter()
         con.execute(f"COPY {name} TO '{_quote(target)}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)")
         seconds[f"write_{name}"] = time.perf_counter() - started
@@ -174,23 +178,39 @@ def stratify_flows(
         load_parameters(con, program)
         seconds = run_stages(con, program, on_progress)
         seconds.update(write_outputs(con, run))
-        levels = dict(
-            con.execute(
-                f"SELECT level, COUNT(*) FROM read_parquet('{_quote(run.residents)}') GROUP BY level ORDER BY level"
-            ).fetchall()
-        )
     except duckdb.Error as exc:
         raise EngineError(f"stratification failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
         _remove_tree(temp_dir)
     seconds["engine"] = time.perf_counter() - started
-    report = EngineReport(run, sum(levels.values()), {int(k): int(v) for k, v in levels.items()}, seconds)
+    levels = count_levels(run.residents)
+    report = EngineReport(run, sum(levels.values()), levels, seconds)
     write_run_json(run, catalog, program, flows_dir, report)
     return report
 
 
-def write_run_json(run: RunPaths, catalog: Catalog, program: Program, flows_dir: Path, report: EngineReport) -> None:
+def count_levels(residents: Path) -> dict[int, int]:
+    """Residents per level, read back from the written residents file."""
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            f"SELECT level, COUNT(*) FROM read_parquet('{_quote(residents)}') GROUP BY level ORDER BY level"
+        ).fetchall()
+    finally:
+        con.close()
+    return {int(level): int(n) for level, n in rows}
+
+
+def write_run_json(
+    run: RunPaths,
+    catalog: Catalog,
+    program: Program,
+    flows_dir: Path | str,
+    report: EngineReport,
+    *,
+    engine: str = "duckdb",
+) -> None:
     windows = catalog.header.default_windows_months.model_dump()
     info: dict[str, Any] = {
         "presa_version": __version__,
@@ -203,6 +223,7 @@ def write_run_json(run: RunPaths, catalog: Catalog, program: Program, flows_dir:
             "pathologies": len(catalog.pathologies),
             "criteria": len(program.tables["criteria"]),
         },
+        "engine": engine,
         "reference_date": program.reference_date.isoformat(),
         "windows": windows,
         "flows": _relative_if_inside(flows_dir, run.root),
@@ -229,8 +250,10 @@ def update_run_json(run: RunPaths, **fields: Any) -> None:
     run.run_json.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _relative_if_inside(path: Path, root: Path) -> str:
-    """A run keeps its own flows by a relative path, so that it can be moved whole."""
+def _relative_if_inside(path: Path | str, root: Path) -> str:
+    """A run keeps its own flows by a relative path, so that it can be moved whole; a URI stays as it is."""
+    if isinstance(path, str):
+        return path
     try:
         return str(path.relative_to(root))
     except ValueError:

@@ -26,6 +26,7 @@ from presa.stratify.engine import (
     write_query_database,
 )
 from presa.stratify.layout import RunPaths
+from presa.stratify.spark import SparkOptions, is_uri, run_on_spark
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -39,43 +40,37 @@ class RunReport:
 
 
 def run_stratification(
-    flows_dir: Path,
+    flows_dir: Path | str,
     run_dir: Path,
     catalog: Catalog,
     reference: date | None,
     *,
     replace: bool = False,
     memory_limit: str = "4GB",
+    spark: SparkOptions | None = None,
     on_load_progress: ProgressCallback | None = None,
     on_engine_progress: ProgressCallback | None = None,
 ) -> RunReport:
     """Stratify the flows in ``flows_dir`` (raw as shipped, or an already validated store) into ``run_dir``.
 
-    Without a reference date, the date of the flows' last record is used.
+    Without a reference date, the date of the flows' last record is used. With ``spark`` the stages run on Apache
+    Spark, and ``flows_dir`` may also be a validated store on any path Spark reads (``hdfs://``, ``s3a://``).
     """
     started = time.perf_counter()
-    if not flows_dir.is_dir():
-        raise FileNotFoundError(f"flows directory {flows_dir} does not exist")
+    remote = spark is not None and is_uri(flows_dir)
+    if not remote:
+        _check_local_flows(Path(flows_dir), run_dir)
     if run_dir.exists() and not replace:
         raise FileExistsError(f"{run_dir} already exists (use --replace to overwrite it)")
-    if flows_dir.resolve().is_relative_to(run_dir.resolve()):
-        # Replacing the run would delete the very flows it is made from.
-        raise FileExistsError(f"{flows_dir} lies inside {run_dir}: write the new run to another directory")
     work = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        load = _validated_flows(flows_dir, RunPaths(work), on_load_progress)
-        reference = reference or _last_record_date(RunPaths(work).flows)
-        engine = stratify_flows(
-            RunPaths(work).flows,
-            work,
-            catalog,
-            reference,
-            memory_limit=memory_limit,
-            on_progress=on_engine_progress,
-        )
-        update_run_json(RunPaths(work), input=str(flows_dir.resolve()), load=_load_counts(load))
+        load = None if remote else _validated_flows(Path(flows_dir), RunPaths(work), on_load_progress)
+        store: Path | str = str(flows_dir) if remote else RunPaths(work).flows
+        engine = _run_engine(store, work, catalog, reference, memory_limit, spark, on_engine_progress)
+        source = str(flows_dir) if remote else str(Path(flows_dir).resolve())
+        update_run_json(RunPaths(work), input=source, load=_load_counts(load))
         if run_dir.exists():
             shutil.rmtree(run_dir)
         work.rename(run_dir)
@@ -86,6 +81,37 @@ def run_stratification(
     write_query_database(run)
     final = EngineReport(run, engine.population, engine.residents_by_level, engine.seconds)
     return RunReport(run, load, final, time.perf_counter() - started)
+
+
+def _check_local_flows(flows_dir: Path, run_dir: Path) -> None:
+    if not flows_dir.is_dir():
+        raise FileNotFoundError(f"flows directory {flows_dir} does not exist")
+    if flows_dir.resolve().is_relative_to(run_dir.resolve()):
+        # Replacing the run would delete the very flows it is made from.
+        raise FileExistsError(f"{flows_dir} lies inside {run_dir}: write the new run to another directory")
+
+
+def _run_engine(
+    store: Path | str,
+    work: Path,
+    catalog: Catalog,
+    reference: date | None,
+    memory_limit: str,
+    spark: SparkOptions | None,
+    on_progress: ProgressCallback | None,
+) -> EngineReport:
+    """The stages on DuckDB (default) or on Spark, over the validated store."""
+    if spark is not None:
+        return run_on_spark(spark, store, work, catalog, reference, on_progress=on_progress)
+    local = Path(store)
+    return stratify_flows(
+        local,
+        work,
+        catalog,
+        reference or _last_record_date(local),
+        memory_limit=memory_limit,
+        on_progress=on_progress,
+    )
 
 
 def _last_record_date(flows_dir: Path) -> date:
