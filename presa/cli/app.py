@@ -234,11 +234,18 @@ def stratify(
     spark_conf: Annotated[
         list[str] | None, typer.Option("--spark-conf", help="A Spark setting KEY=VALUE; may be repeated.")
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="Only shard i of n of the residents (i/n, e.g. 0/4); merge with merge-shards."),
+    ] = None,
 ) -> None:
     """Find every resident's chronic pathologies, level and cluster; print the summary and write the charts."""
+    from presa.stratify.engine import Shard
+
     the_catalog = load_catalog(catalog)
     reference = parse_date(reference_date, "--reference-date") if reference_date else None
     spark = spark_options(engine, master, spark_conf or [])
+    part = Shard.parse(shard) if shard else None
     with progress_steps() as steps:
         result = run_stratification(
             flows if spark is not None and is_uri(flows) else Path(flows),
@@ -247,6 +254,7 @@ def stratify(
             reference,
             replace=replace,
             spark=spark,
+            shard=part,
             on_load_progress=steps.phase("Validating flows"),
             on_engine_progress=steps.phase("Stratifying"),
         )
@@ -257,6 +265,23 @@ def stratify(
     )
     from presa.stratify.report import report_run  # matplotlib: loaded by the commands that draw
 
+    report_run(out, console, charts=charts)
+
+
+@app.command("merge-shards")
+@fail_cleanly
+def merge_shards_command(
+    shards: Annotated[list[Path], typer.Argument(help="The runs of shards 0/n to n-1/n of one population.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create for the whole population.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing run directory.")] = False,
+    charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Write PNG and HTML charts.")] = True,
+) -> None:
+    """Merge the runs of the shards of a population (stratify --shard i/n) into the run of the whole."""
+    from presa.stratify.report import report_run  # matplotlib: loaded by the commands that draw
+    from presa.stratify.shards import merge_shards
+
+    result = merge_shards(shards, out, replace=replace)
+    console.print(f"Merged {result.shards} shards: {result.population:,} residents in {result.seconds:.1f} s")
     report_run(out, console, charts=charts)
 
 

@@ -92,13 +92,44 @@ def connect(
     return con
 
 
-def attach_flows(con: duckdb.DuckDBPyConnection, flows: FlowPaths) -> None:
-    """Expose each validated flow table, and the observed codes, as a view named after it."""
+@dataclass(frozen=True)
+class Shard:
+    """One of ``count`` disjoint parts of the population: the residents whose key modulo ``count`` is ``index``."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: the index must be from 0 to {self.count - 1}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``i/n``, e.g. ``0/4`` for the first of four shards."""
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"shard {text!r} is not i/n (e.g. 0/4)")
+        return cls(int(index), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def attach_flows(con: duckdb.DuckDBPyConnection, flows: FlowPaths, shard: Shard | None = None) -> None:
+    """Expose each validated flow table, and the observed codes, as a view named after it.
+
+    A shard keeps its residents' rows of every flow. Every stage is per resident except the clusters, which depend
+    only on a resident's set of pathologies, so a shard's results are the whole run's for its residents. The codes
+    stay whole: codes observed only in other shards just expand to rules no row of this shard matches.
+    """
     missing = [t for t in (*FLOW_TABLES, "codes") if not (flows.codes if t == "codes" else flows.table(t)).is_file()]
     if missing:
         raise EngineError(f"{flows.root} is not a validated flow store: missing {', '.join(missing)}")
     for table in FLOW_TABLES:
-        con.read_parquet(str(flows.table(table))).create_view(table)
+        relation = con.read_parquet(str(flows.table(table)))
+        if shard is not None:
+            relation = relation.filter(f"resident_key % {shard.count:d} = {shard.index:d}")
+        relation.create_view(table)
     con.read_parquet(str(flows.codes)).create_view("codes")
 
 
@@ -164,9 +195,10 @@ def stratify_flows(
     *,
     memory_limit: str = "4GB",
     threads: int | None = None,
+    shard: Shard | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EngineReport:
-    """Stratify the population of a validated flow store into ``run_dir`` (which must exist)."""
+    """Stratify the population of a validated flow store, or one shard of it, into ``run_dir`` (which must exist)."""
     flows = FlowPaths(flows_dir)
     program = compile_catalog(catalog, reference, last_record_date(flows))
     run = RunPaths(run_dir)
@@ -174,7 +206,7 @@ def stratify_flows(
     started = time.perf_counter()
     con = connect(memory_limit, threads, temp_dir)
     try:
-        attach_flows(con, flows)
+        attach_flows(con, flows, shard)
         load_parameters(con, program)
         seconds = run_stages(con, program, on_progress)
         seconds.update(write_outputs(con, run))
@@ -186,7 +218,7 @@ def stratify_flows(
     seconds["engine"] = time.perf_counter() - started
     levels = count_levels(run.residents)
     report = EngineReport(run, sum(levels.values()), levels, seconds)
-    write_run_json(run, catalog, program, flows_dir, report)
+    write_run_json(run, catalog, program, flows_dir, report, shard=shard)
     return report
 
 
@@ -210,6 +242,7 @@ def write_run_json(
     report: EngineReport,
     *,
     engine: str = "duckdb",
+    shard: Shard | None = None,
 ) -> None:
     windows = catalog.header.default_windows_months.model_dump()
     info: dict[str, Any] = {
@@ -231,6 +264,8 @@ def write_run_json(
         "residents_by_level": {str(k): v for k, v in report.residents_by_level.items()},
         "seconds": {k: round(v, 3) for k, v in report.seconds.items()},
     }
+    if shard is not None:
+        info["shard"] = str(shard)
     run.run_json.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

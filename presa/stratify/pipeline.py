@@ -20,6 +20,7 @@ from presa.stratify.catalog import Catalog
 from presa.stratify.engine import (
     EngineError,
     EngineReport,
+    Shard,
     last_record_date,
     stratify_flows,
     update_run_json,
@@ -48,6 +49,7 @@ def run_stratification(
     replace: bool = False,
     memory_limit: str = "4GB",
     spark: SparkOptions | None = None,
+    shard: Shard | None = None,
     on_load_progress: ProgressCallback | None = None,
     on_engine_progress: ProgressCallback | None = None,
 ) -> RunReport:
@@ -68,7 +70,7 @@ def run_stratification(
     try:
         load = None if remote else _validated_flows(Path(flows_dir), RunPaths(work), on_load_progress)
         store: Path | str = str(flows_dir) if remote else RunPaths(work).flows
-        engine = _run_engine(store, work, catalog, reference, memory_limit, spark, on_engine_progress)
+        engine = _run_engine(store, work, catalog, reference, memory_limit, spark, shard, on_engine_progress)
         source = str(flows_dir) if remote else str(Path(flows_dir).resolve())
         update_run_json(RunPaths(work), input=source, load=_load_counts(load))
         if run_dir.exists():
@@ -98,10 +100,13 @@ def _run_engine(
     reference: date | None,
     memory_limit: str,
     spark: SparkOptions | None,
+    shard: Shard | None,
     on_progress: ProgressCallback | None,
 ) -> EngineReport:
     """The stages on DuckDB (default) or on Spark, over the validated store."""
     if spark is not None:
+        if shard is not None:
+            raise EngineError("shards are for DuckDB runs: Spark partitions the whole population by itself")
         return run_on_spark(spark, store, work, catalog, reference, on_progress=on_progress)
     local = Path(store)
     return stratify_flows(
@@ -110,6 +115,7 @@ def _run_engine(
         catalog,
         reference or _last_record_date(local),
         memory_limit=memory_limit,
+        shard=shard,
         on_progress=on_progress,
     )
 
