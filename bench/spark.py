@@ -19,7 +19,7 @@ from rich.table import Table
 from bench.measure import Measurement, measure
 from bench.stratify import REFERENCE_DATE, commit, machine, prepare, records_in, run_engine
 
-console = Console()
+console = Console(width=160)
 
 
 def run_spark(store: Path, out: Path, master: str, conf: dict[str, str]) -> Measurement:
