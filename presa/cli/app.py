@@ -226,7 +226,7 @@ def stratify(
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing run directory.")] = False,
     charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Write PNG and HTML charts.")] = True,
     engine: Annotated[
-        str, typer.Option("--engine", help="duckdb (one machine) or spark (pip install 'presa[spark]').")
+        str, typer.Option("--engine", help="duckdb (one machine) or spark (needs the spark extra: docs/SCALE.md).")
     ] = "duckdb",
     master: Annotated[
         str | None, typer.Option("--master", help="Spark master URL, e.g. local[4] or spark://host:7077.")
