@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from presa.care.store.database import database_url, make_engine, normalise_url, session_factory, upgrade
 from presa.cli.app import app, parse_date
 from presa.cli.console import console, fail_cleanly, progress_bar
+
+if TYPE_CHECKING:  # SQLAlchemy and the store are imported when a command runs, not when the CLI starts
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 AUDIT_FLUSH = 1_000
 
@@ -45,6 +45,10 @@ def author_of(author: str | None) -> str:
 @contextmanager
 def store(database: str | None) -> Iterator[Engine]:
     """The migrated store; an unreachable database is a one-line error, not a traceback."""
+    from sqlalchemy.exc import OperationalError
+
+    from presa.care.store.database import database_url, make_engine, normalise_url, upgrade
+
     url = normalise_url(database) if database else database_url()
     engine = make_engine(url)
     try:
@@ -61,6 +65,8 @@ def store(database: str | None) -> Iterator[Engine]:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
+    from presa.care.store.database import session_factory
+
     with session_factory(engine)() as session, session.begin():
         yield session
 
@@ -170,6 +176,7 @@ def serve(
     """Serve the web application and the REST API (under /api; OpenAPI at /api/openapi.json, docs at /api/docs)."""
     import uvicorn
 
+    from presa.care.store.database import database_url, normalise_url
     from presa.web.app import create_app
 
     url = normalise_url(database) if database else database_url()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
@@ -11,9 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from presa.flows.load import FlowError
 from presa.stratify.catalog import CatalogError
-from presa.stratify.engine import EngineError
 
 console = Console()
 errors = Console(stderr=True)
@@ -22,14 +21,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # The failures a user can cause and fix; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    FlowError,
-    CatalogError,
-    EngineError,
-    FileNotFoundError,
-    FileExistsError,
-    ValueError,
-)
+USER_ERRORS: tuple[type[Exception], ...] = (CatalogError, FileNotFoundError, FileExistsError, ValueError)
+# The same, of modules the CLI does not import at start (DuckDB, PyArrow behind them): (module, class).
+LAZY_USER_ERRORS = (("presa.flows.load", "FlowError"), ("presa.stratify.engine", "EngineError"))
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """:data:`USER_ERRORS` and those of :data:`LAZY_USER_ERRORS` whose module is loaded: an error can only have
+    been raised by a module that was imported, so the check itself imports nothing."""
+    loaded = tuple(getattr(sys.modules[module], name) for module, name in LAZY_USER_ERRORS if module in sys.modules)
+    return (*USER_ERRORS, *loaded)
 
 
 def fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
@@ -39,7 +40,9 @@ def fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except Exception as exc:
+            if not isinstance(exc, user_errors()):
+                raise
             errors.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 

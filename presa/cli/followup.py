@@ -7,17 +7,15 @@ import signal
 import threading
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from presa.care.service.common import today_in_italy
-from presa.care.store.database import database_url, make_engine, session_factory
 from presa.cli.app import app, parse_date
 from presa.cli.console import console, fail_cleanly
-from presa.followup.config import default_config
-from presa.followup.rules import QuietHours
-from presa.followup.transport import FileSmsGateway, SmtpSender
+
+if TYPE_CHECKING:  # the store and the follow-up are imported when a command runs, not when the CLI starts
+    from presa.followup.rules import QuietHours
 
 DatabaseOption = Annotated[
     str | None, typer.Option("--database", help="Care store URL; default: PRESA_DATABASE_URL or presa.sqlite3.")
@@ -26,6 +24,9 @@ DatabaseOption = Annotated[
 
 def parse_quiet_hours(value: str) -> QuietHours | None:
     """``off``, ``config`` (the settings file's) or ``HH:MM-HH:MM``."""
+    from presa.followup.config import default_config
+    from presa.followup.rules import QuietHours
+
     if value == "off":
         return None
     if value == "config":
@@ -52,6 +53,8 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="Stop when nothing is due.")] = False,
 ) -> None:
     """Send the reminders in the outbox (e-mail over SMTP, SMS through the gateway); stop with Ctrl-C."""
+    from presa.care.store.database import database_url
+    from presa.followup.transport import FileSmsGateway, SmtpSender
     from presa.followup.worker import run_worker
 
     stop = threading.Event()
@@ -87,6 +90,7 @@ def reconcile(
     max_date: Annotated[str | None, typer.Option("--max-date", help="Latest valid date; default today.")] = None,
 ) -> None:
     """Match the planned PAI activities with the services delivered: done on time, done late, missed."""
+    from presa.care.store.database import database_url, make_engine, session_factory
     from presa.followup.service.reconcile import reconcile_flows
 
     engine = make_engine(database or database_url())
@@ -114,6 +118,8 @@ def worklist_refresh(
     today: Annotated[str | None, typer.Option("--today", help="The day to refresh for; default today.")] = None,
 ) -> None:
     """The daily job: bring the work lists up to date and schedule the reminders of things to do."""
+    from presa.care.service.common import today_in_italy
+    from presa.care.store.database import database_url, make_engine, session_factory
     from presa.followup.service.reminders import enqueue_todo_reminders
     from presa.followup.service.worklist import refresh_worklist
 
