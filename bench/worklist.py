@@ -22,7 +22,7 @@ processes timed with ``bench/measure.py``:
    paced (each client pauses ``--think-ms`` on average between requests, as a person reading the page does).
 
 Usage: ``python -m bench.worklist [--size 1000000] [--seconds 30] [--clients 20] [--workers 2] [--think-ms 500]
-[--rebuild]``.
+[--rebuild] [--keep] [--reuse-run]``; ``--keep`` then ``--reuse-run`` repeats only the HTTP loads.
 """
 
 from __future__ import annotations
@@ -314,8 +314,9 @@ class Client:
 
 def bench_accounts(url: str, clients: int) -> list[Client]:
     """One case-manager account per client, each for a different case manager (spread over the gestori)."""
-    from sqlalchemy import text
+    from sqlalchemy import select, text
 
+    from presa.auth.models import Account
     from presa.auth.service import create_account, issue_token
 
     engine = make_engine(url)
@@ -331,6 +332,10 @@ def bench_accounts(url: str, clients: int) -> list[Client]:
             ).all()
             for number, (gestore_id, practitioner_id) in enumerate(rows):
                 username = f"bench_cm{number:02d}"
+                known = session.scalars(select(Account).where(Account.username == username)).first()
+                if known is not None:  # a kept run database (--reuse-run): a new token for the same account
+                    out.append(Client(username, issue_token(session, known.id).token, gestore_id))
+                    continue
                 account = create_account(
                     session,
                     username=username,
@@ -551,6 +556,50 @@ def load(
 # --- main ----------------------------------------------------------------------------------------------------
 
 
+def reconciled_run(
+    server: PgServer,
+    base: str,
+    flows: list[Path],
+    size: int,
+    steps: list[tuple[str, Measurement, float]],
+    *,
+    keep: bool,
+) -> str:
+    """A fresh run database cloned from the base: the two months reconciled and the work lists refreshed, each step
+    timed into ``steps``; its URL."""
+    url = clone(server, base, RUN.format(size=size))
+    engine = make_engine(url)
+    try:
+        upgrade(engine)  # a base built by an older commit
+    finally:
+        engine.dispose()
+    if keep:
+        server.created.remove(RUN.format(size=size))
+    for month, directory in zip(MONTHS, flows, strict=True):
+        before = os.getloadavg()[0]
+        step = run_reconcile(url, directory, month)
+        console.print(f"reconcile {month:%B %Y}: {json.dumps(step.result)} (load average before {before:.2f})")
+        steps.append((f"reconcile {month:%B %Y}", step, before))
+    before = os.getloadavg()[0]
+    step = run_refresh(url)
+    console.print(f"refresh on {REFRESH_ON}: {json.dumps(step.result)} (load average before {before:.2f})")
+    steps.append((f"refresh work lists on {REFRESH_ON}", step, before))
+    with _connect(server, RUN.format(size=size), autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+        counts = connection.execute(
+            "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM care_plans WHERE status = 'active'), "
+            "(SELECT count(*) FROM plan_activities), (SELECT count(*) FROM followup_work_items "
+            "WHERE status <> 'closed'), (SELECT count(*) FROM followup_executions), "
+            "(SELECT count(*) FROM followup_activity_outcomes)"
+        ).fetchone()
+    assert counts is not None
+    console.print(
+        f"database: {counts[0]:,} patients, {counts[1]:,} active plans, {counts[2]:,} planned activities, "
+        f"{counts[3]:,} open work items, {counts[4]:,} executions, {counts[5]:,} activity outcomes"
+    )
+    return url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1_000_000, help="residents of the population")
@@ -564,6 +613,11 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="build the base database afresh")
     parser.add_argument("--keep", action="store_true", help="keep the run's database afterwards")
     parser.add_argument("--prepare", action="store_true", help="only build the base database and the flows")
+    parser.add_argument(
+        "--reuse-run",
+        action="store_true",
+        help="serve the run database a --keep run left (reconciled and refreshed): only the HTTP loads",
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     server = acquire("external")
@@ -579,37 +633,17 @@ def main() -> None:
         flows = [month_flows(server, base, args.size, month, args.data) for month in MONTHS]
         if args.prepare:
             return
-        url = clone(server, base, RUN.format(size=args.size))
-        engine = make_engine(url)
-        try:
-            upgrade(engine)  # a base built by an older commit
-        finally:
-            engine.dispose()
-        if args.keep:
-            server.created.remove(RUN.format(size=args.size))
         steps: list[tuple[str, Measurement, float]] = []
-        for month, directory in zip(MONTHS, flows, strict=True):
-            before = os.getloadavg()[0]
-            step = run_reconcile(url, directory, month)
-            console.print(f"reconcile {month:%B %Y}: {json.dumps(step.result)} (load average before {before:.2f})")
-            steps.append((f"reconcile {month:%B %Y}", step, before))
-        before = os.getloadavg()[0]
-        step = run_refresh(url)
-        console.print(f"refresh on {REFRESH_ON}: {json.dumps(step.result)} (load average before {before:.2f})")
-        steps.append((f"refresh work lists on {REFRESH_ON}", step, before))
-        with _connect(server, RUN.format(size=args.size), autocommit=True) as connection:
-            connection.execute("VACUUM ANALYZE")
-            counts = connection.execute(
-                "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM care_plans WHERE status = 'active'), "
-                "(SELECT count(*) FROM plan_activities), (SELECT count(*) FROM followup_work_items "
-                "WHERE status <> 'closed'), (SELECT count(*) FROM followup_executions), "
-                "(SELECT count(*) FROM followup_activity_outcomes)"
-            ).fetchone()
-        assert counts is not None
-        console.print(
-            f"database: {counts[0]:,} patients, {counts[1]:,} active plans, {counts[2]:,} planned activities, "
-            f"{counts[3]:,} open work items, {counts[4]:,} executions, {counts[5]:,} activity outcomes"
-        )
+        if args.reuse_run:
+            url = server.url(RUN.format(size=args.size))
+            console.print(f"run database {RUN.format(size=args.size)} reused: reconciliation and refresh not run")
+            engine = make_engine(url)
+            try:
+                upgrade(engine)  # kept by an older commit
+            finally:
+                engine.dispose()
+        else:
+            url = reconciled_run(server, base, flows, args.size, steps, keep=args.keep)
         clients = bench_accounts(url, args.clients)
         floor = floor_queries(url, clients, repeat=20)
         console.print(f"floor (one page's SQL, sequential): {json.dumps({k: round(v, 2) for k, v in floor.items()})}")
