@@ -122,6 +122,7 @@ EXECUTION_COLUMNS = (
     "source_file",
     "source_line",
 )
+EXECUTION_KEY = ("patient_id", "source", "day", "code", "provider_code")  # Execution's unique constraint
 STEM_SQL = "array_to_string(string_split(upper(trim({})), '.')[1:2], '.')"  # rules.code_stem
 EVENTS_SQL = """
 SELECT k.patient_id, 'outpatient' AS source, o.service_date AS day, CAST(NULL AS DATE) AS started_on,
@@ -348,14 +349,15 @@ def _store_executions(session: Session, load_id: int, incoming: Path | Sequence[
         connection.exec_driver_sql(f"ANALYZE {RECON_INCOMING.name}")
     dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     columns = RECON_INCOMING.c
+    # In the unique key's order: the index is then filled page after page, not at random (12.5 s instead of 16.7 s
+    # for a region's month of 660,000 services).
     statement = dialect_insert(table_of(Execution)).from_select(
         [*EXECUTION_COLUMNS, "load_id"],
-        select(*(columns[c] for c in EXECUTION_COLUMNS), sql_literal(load_id, Integer)).where(true()),
+        select(*(columns[c] for c in EXECUTION_COLUMNS), sql_literal(load_id, Integer))
+        .where(true())
+        .order_by(*(columns[c] for c in EXECUTION_KEY)),
     )
-    return counted(
-        session,
-        statement.on_conflict_do_nothing(index_elements=["patient_id", "source", "day", "code", "provider_code"]),
-    )
+    return counted(session, statement.on_conflict_do_nothing(index_elements=list(EXECUTION_KEY)))
 
 
 def _open_transitions(
