@@ -129,3 +129,18 @@ def test_diff_and_explain_read_the_spark_run(runs: tuple[RunReport, RunReport]) 
     expected = explain_resident(duck.run.root, resident_id[0])
     got = explain_resident(on_spark.run.root, resident_id[0])
     assert got == expected
+
+
+def test_a_store_named_by_a_uri(spark: Any, runs: tuple[RunReport, RunReport], tmp_path: Path) -> None:
+    """A store on any path Spark reads (file:// here, hdfs:// or s3a:// on a cluster) is read in place; the run's
+    readers find it once it is put at RUN/flows."""
+    duck, _ = runs
+    uri = duck.run.flows.resolve().as_uri()
+    report = run_stratification(uri, tmp_path / "run", load_catalog(), None, spark=SparkOptions(session=spark))
+    run = report.run
+    assert json.loads(run.run_json.read_text())["input"] == uri
+    assert not run.flows.exists()
+    assert not run.duckdb.exists()
+    assert rows(run.residents, ["resident_key"]) == rows(duck.run.residents, ["resident_key"])
+    run.flows.symlink_to(duck.run.flows.resolve(), target_is_directory=True)
+    assert diff_runs(duck.run.root, run.root).changed_residents == 0

@@ -80,7 +80,8 @@ def run_stratification(
         shutil.rmtree(work, ignore_errors=True)
         raise
     run = RunPaths(run_dir)
-    write_query_database(run)
+    if run.flows.exists():  # a store named by a URI has no local copy yet: its views come once one is put there
+        write_query_database(run)
     final = EngineReport(run, engine.population, engine.residents_by_level, engine.seconds)
     return RunReport(run, load, final, time.perf_counter() - started)
 

@@ -238,7 +238,8 @@ def stratify_with_spark(
     seconds["engine"] = time.perf_counter() - started
     levels = count_levels(run.residents)
     report = EngineReport(run, sum(levels.values()), levels, seconds)
-    flows = store if is_uri(store) else Path(store)
+    # A store named by a URI is not on this machine: the run's readers will look for it as RUN/flows (docs/SCALE.md).
+    flows = run.flows if is_uri(store) else Path(store)
     write_run_json(run, catalog, program, flows, report, engine="spark")
     return report
 
