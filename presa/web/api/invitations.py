@@ -119,15 +119,20 @@ def get_batch(ctx: Annotated[Ctx, requires(Permission.INVITE)], batch_id: BatchI
 @router.get("/invitations/{batch_id}/letters.pdf", response_class=Response, responses=PDF)
 def batch_pdf(ctx: Annotated[Ctx, requires(Permission.INVITE)], batch_id: BatchId) -> Response:
     """Every letter of the batch in one PDF, in Italian, each on its own page."""
-    batch = _own_batch(ctx, batch_id)
+    return batch_letters_response(ctx, _own_batch(ctx, batch_id).id)
+
+
+def batch_letters_response(ctx: Ctx, batch_id: int) -> StreamingResponse:
+    """A batch's letters as one PDF, drawn into a temporary file in bounded memory and streamed from it (the API's
+    and the pages' download); the patients printed are audited."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the response once sent, or below)
     try:
-        patients = write_batch_letters(ctx.session, batch.id, ctx.state.key, spool)
+        patients = write_batch_letters(ctx.session, batch_id, ctx.state.key, spool)
     except BaseException:
         spool.close()
         raise
     ctx.audit_patients("print_letter", "invitation", patients)
-    return _streamed_pdf(spool, f"lettere-invito-lotto-{batch.id}.pdf")
+    return _streamed_pdf(spool, f"lettere-invito-lotto-{batch_id}.pdf")
 
 
 @router.get("/patients/{ref}/invitation-letter.pdf", response_class=Response, responses=PDF)

@@ -26,7 +26,6 @@ from sqlalchemy import func, select
 from presa.care.enrolment import TAKEN_IN_CHARGE, EpisodeState
 from presa.care.service.common import CareError, today_in_italy
 from presa.care.service.invitations import invite
-from presa.care.service.letters import batch_letters, letters_pdf
 from presa.care.service.organisations import gestori_serving
 from presa.care.store.models import Ats, Episode, Gestore, Invitation, InvitationBatch, Patient, StratificationRun
 from presa.stratify.charts import BarSeries, chart_figures, chart_style, draw_horizontal_bars, figure_svg, subtitle
@@ -50,7 +49,7 @@ from presa.stratify.summary import (
     share,
 )
 from presa.web.access import Permission, latest_episode
-from presa.web.api.invitations import _pdf
+from presa.web.api.invitations import batch_letters_response
 from presa.web.errors import ApiError, not_found
 from presa.web.pages.core import Page, allowed, allowed_post, form_date, form_int
 from presa.web.pages.patients import attempt
@@ -317,10 +316,7 @@ def batch(page: Annotated[Page, allowed(Permission.INVITE)], batch_id: BatchId) 
 
 @router.get("/ats/invitations/{batch_id}/letters.pdf")
 def batch_pdf(page: Annotated[Page, allowed(Permission.INVITE)], batch_id: BatchId) -> Response:
-    found = own_batch(page, batch_id)
-    letters = batch_letters(page.db, found.id, page.state.key)
-    page.ctx.audit_patients("print_letter", "invitation", [item.patient.id for item in letters])
-    return _pdf(letters_pdf(letters, batch_id=found.id), f"lettere-invito-lotto-{found.id}.pdf")
+    return batch_letters_response(page.ctx, own_batch(page, batch_id).id)
 
 
 # --- gestori ---------------------------------------------------------------------------------------------------------
