@@ -27,9 +27,10 @@ PRESA = [sys.executable, "-m", "presa.cli"]
 ENV = {**os.environ, "PRESA_SECRET_KEY": KEY.decode()}
 
 
-def presa(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def presa(*args: str | Path, check: bool = True, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = ENV if key is None else {**ENV, "PRESA_SECRET_KEY": key}
     result = subprocess.run(
-        [*PRESA, *map(str, args)], capture_output=True, text=True, check=False, timeout=600, env=ENV
+        [*PRESA, *map(str, args)], capture_output=True, text=True, check=False, timeout=600, env=env
     )
     if check and result.returncode != 0:
         raise AssertionError(f"presa {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
@@ -45,7 +46,7 @@ def fails(*args: str | Path) -> str:
 
 
 def test_every_care_command_has_help() -> None:
-    for command in ("load", "invite", "serve", "plan"):
+    for command in ("load", "pseudonyms", "invite", "serve", "plan"):
         assert "Usage" in presa(command, "--help").stdout
 
 
@@ -58,6 +59,8 @@ def test_load_invite_plan(tmp_path: Path, empty_database: str) -> None:
     db = ("--database", empty_database)
     assert "4 residents, 3 eligible, 3 new patients" in presa("load", run, *db, "--author", "loader").stdout
     assert "is already loaded" in fails("load", run, *db)
+    assert "0 pseudonyms indexed" in presa("pseudonyms", *db).stdout  # the load indexed them
+    assert "3 pseudonyms indexed" in presa("pseudonyms", *db, key="another-key-" + "x" * 32).stdout  # all anew
     assert "no accredited gestore serves ATS 321" in fails("invite", "--ats", "321", "--out", tmp_path / "l0", *db)
 
     engine = make_engine(empty_database)

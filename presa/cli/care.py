@@ -1,5 +1,6 @@
-"""The care store's commands: ``presa load`` (a stratification run into the store), ``presa invite`` (a batch of
-letters for an ATS, as PDFs), ``presa serve`` (the API) and ``presa plan`` (every due plan, in bulk).
+"""The care store's commands: ``presa load`` (a stratification run into the store), ``presa pseudonyms`` (the
+analysts' lookups indexed ahead), ``presa invite`` (a batch of letters for an ATS, as PDFs), ``presa serve`` (the
+API) and ``presa plan`` (every due plan, in bulk).
 
 Each migrates the store to the latest revision first (the embedded SQLite default works from an empty directory)
 and runs in one transaction: a failure leaves the store as it was. The author recorded in the history and the
@@ -99,6 +100,21 @@ def load(
         f"{indexed:,} pseudonyms indexed.",
         soft_wrap=True,
     )
+
+
+@app.command()
+@fail_cleanly
+def pseudonyms(database: DatabaseOption = None) -> None:
+    """Index every patient's pseudonym for the analysts' lookups, ahead of them: after the secret key changed (all
+    digests are then made again) or to finish what a load left. Otherwise the first lookup that finds nobody
+    indexes its ATS inside a request."""
+    from presa.care.pseudonyms import secret_key
+    from presa.care.service.pseudonyms import index_pseudonyms
+
+    key = secret_key()
+    with store(database) as engine, transaction(engine) as session, console.status("Indexing the pseudonyms"):
+        indexed = index_pseudonyms(session, key)
+    console.print(f"{indexed:,} pseudonyms indexed.")
 
 
 @app.command()
