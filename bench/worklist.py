@@ -13,11 +13,12 @@ processes timed with ``bench/measure.py``:
    the services their plans asked for, most of them done around the planned day, some late, some never;
 2. refreshes the work lists as of 20 April 2026 (``refresh_worklist``, the daily job);
 3. serves the API with uvicorn (``--workers`` processes, a child process) and loads it for ``--seconds`` with
-   ``--clients`` concurrent connections from ``wrk`` (Debian's package, installed here when missing), each a
-   different case manager with their own token: the first page of their own items, of the whole gestore's list,
-   of one kind, and the next page after a cursor. Requests/s and p50/p95/p99 latency are printed; beside them
-   ``GET /api/me`` under the same load (sign-in check and framework, no list) and the floor: the very SQL of one
-   work-list page run directly over one connection, sequentially. The list is loaded twice: at saturation (each
+   ``--clients`` concurrent connections from ``wrk`` (Debian's package, installed here when missing; two threads),
+   for as many case managers with their own tokens, each request carrying the next of them in turn: the first
+   page of their own items, of the whole gestore's list, of one kind, and the next page after a cursor.
+   Requests/s and p50/p95/p99 latency are printed; beside them ``GET /api/me`` under the same load (sign-in check
+   and framework, no list) and the floor: the very SQL of one work-list page run directly over one connection,
+   sequentially. The list is loaded twice: at saturation (each
    client sends its next request the moment the answer comes, so latency is mostly queueing for the CPU) and
    paced (each client pauses ``--think-ms`` on average between requests, as a person reading the page does).
 
@@ -391,26 +392,28 @@ def floor_queries(url: str, clients: list[Client], repeat: int) -> dict[str, flo
 
 WRK_SCRIPT = """
 local tokens = {{{tokens}}}
+local threads = {{{threads}}}
 local counter = 0
-local threads = {{}}
 function setup(thread)
   counter = counter + 1
-  thread:set("id", counter)
-  table.insert(threads, thread)
+  thread:set("first", counter)
 end
 function init(args)
-  token = tokens[id]
+  -- this thread's clients: every threads-th token from its own; each request goes to the next of them in turn
+  mine = {{}}
+  for i = first, #tokens, threads do table.insert(mine, tokens[i]) end
   cursor = nil
   step = 0
   mode = "{mode}"
 end
 function request()
   step = step + 1
+  local token = mine[(step - 1) % #mine + 1]
   local headers = {{["Authorization"] = "Bearer " .. token}}
   if mode == "me" then
     return wrk.format("GET", "/api/me", headers)
   end
-  local which = step % 4
+  local which = math.floor((step - 1) / #mine) % 4
   local path
   if which == 0 and cursor then
     path = "/api/work-items?after=" .. cursor
@@ -505,6 +508,9 @@ def cpu_seconds(server_pid: int, database: str) -> dict[int, float]:
     return used
 
 
+WRK_THREADS = 2
+"""wrk's threads: each drives several connections (the clients) with its event loop, as its manual advises; one
+thread per client cost the server a share of the 2 cores."""
 PACING = """
 function delay()
   return math.random({low}, {high})
@@ -528,12 +534,12 @@ def load(
     pacing = PACING.format(low=think_ms // 2, high=think_ms * 3 // 2) if think_ms else ""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         tokens = ", ".join(json.dumps(c.token) for c in clients)
-        script.write(WRK_SCRIPT.format(tokens=tokens, mode=mode, pacing=pacing))
+        script.write(WRK_SCRIPT.format(tokens=tokens, threads=WRK_THREADS, mode=mode, pacing=pacing))
     try:
         load_before = os.getloadavg()[0]
         before = cpu_seconds(*accounted)
         result = subprocess.run(
-            [wrk, "-t", str(len(clients)), "-c", str(len(clients)), "-d", f"{seconds}s", "--timeout", "10s",
+            [wrk, "-t", str(WRK_THREADS), "-c", str(len(clients)), "-d", f"{seconds}s", "--timeout", "10s",
              "-s", script.name, base],
             capture_output=True,
             text=True,
