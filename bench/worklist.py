@@ -392,7 +392,7 @@ def floor_queries(url: str, clients: list[Client], repeat: int) -> dict[str, flo
 
 WRK_SCRIPT = """
 local tokens = {{{tokens}}}
-local threads = {{{threads}}}
+local threads = {threads}
 local counter = 0
 function setup(thread)
   counter = counter + 1
