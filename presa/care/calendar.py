@@ -33,11 +33,11 @@ from functools import cache, lru_cache
 from itertools import chain
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from presa.care.pdta import VISIT_KINDS, Sex, TemplateSet
 from presa.care.plan import KIND_RANK, CarePlan, MergedPlan, PlanActivity, PlannedActivity, merge_pathways
+from presa.yamlfile import read_yaml
 
 DATA_DIR = Path(__file__).parent / "data"
 HOLIDAYS_FILE = DATA_DIR / "holidays_it.yaml"
@@ -87,7 +87,7 @@ class PatronDay:
 @cache
 def holiday_rules() -> HolidayRules:
     """The national holiday rules shipped with presa."""
-    return HolidayRules.model_validate(yaml.safe_load(HOLIDAYS_FILE.read_text(encoding="utf-8")))
+    return HolidayRules.model_validate(read_yaml(HOLIDAYS_FILE))
 
 
 @cache

@@ -34,6 +34,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from presa.yamlfile import read_yaml
+
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_PDTA_DIR = Path(__file__).parent / "pdta"
@@ -315,7 +317,7 @@ def _age_breakpoints(templates: tuple[Template, ...]) -> tuple[int, ...]:
 
 def _read_yaml(file: Path) -> Any:
     try:
-        return yaml.safe_load(file.read_text(encoding="utf-8"))
+        return read_yaml(file)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PdtaError(file.name, None, None, f"not valid YAML: {exc}") from exc
 

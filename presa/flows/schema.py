@@ -8,10 +8,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from presa.codes import CODE_LISTS
+from presa.yamlfile import read_yaml
 
 SCHEMA_FILE = Path(__file__).parent / "data" / "flows.yaml"
 
@@ -96,7 +96,7 @@ class FlowSchema(_Strict):
 @cache
 def load_schema(path: Path = SCHEMA_FILE) -> FlowSchema:
     """The flows schema; a broken schema file is a bug in presa, reported with the field at fault."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_yaml(path)
     for name, table in raw.get("tables", {}).items():
         table["name"] = name
     try:

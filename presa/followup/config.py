@@ -6,10 +6,10 @@ from datetime import time
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from presa.followup.rules import DeskHours, QuietHours
+from presa.yamlfile import read_yaml
 
 DEFAULT_CONFIG_FILE = Path(__file__).parent / "data" / "followup.yaml"
 
@@ -73,7 +73,7 @@ class FollowupConfig(_Strict):
 
 def load_config(path: Path = DEFAULT_CONFIG_FILE) -> FollowupConfig:
     """Read and validate a settings file; an error names the file and the field."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_yaml(path)
     try:
         return FollowupConfig.model_validate(raw)
     except ValueError as exc:

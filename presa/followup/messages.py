@@ -12,9 +12,8 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
-import yaml
-
 from presa.followup.rules import ITALY
+from presa.yamlfile import read_yaml
 
 TEMPLATES_FILE = Path(__file__).parent / "data" / "templates_it.yaml"
 SMS_MAX_CHARS = 160
@@ -52,7 +51,7 @@ class Rendered:
 
 @cache
 def templates(path: Path = TEMPLATES_FILE) -> dict[str, MessageTemplate]:
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_yaml(path)
     out = {}
     for name, parts in raw.items():
         missing = {"subject", "email", "sms"} - set(parts)

@@ -27,11 +27,11 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from presa.yamlfile import read_yaml
+
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_CATALOG_DIR = Path(__file__).parent / "catalog"
-# libyaml's loader when PyYAML was built with it: the same safe subset, several times faster.
-SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Source = Literal["exemptions", "prescriptions", "discharges", "outpatient"]
 
@@ -386,7 +386,7 @@ def _check_exclusions_acyclic(catalog: Catalog) -> None:
 
 def _read_yaml(file: Path) -> Any:
     try:
-        return yaml.load(file.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
+        return read_yaml(file)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CatalogError(file.name, None, None, f"not valid YAML: {exc}") from exc
 

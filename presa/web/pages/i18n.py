@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import yaml
+from presa.yamlfile import read_yaml
 
 LOCALES = Path(__file__).resolve().parent.parent / "locales"
 Lang = Literal["it", "en"]
@@ -39,7 +39,7 @@ def language(value: str | None) -> Lang:
 
 @cache
 def catalogue(lang: Lang) -> dict[str, str]:
-    raw = yaml.safe_load((LOCALES / f"{lang}.yaml").read_text(encoding="utf-8"))
+    raw = read_yaml(LOCALES / f"{lang}.yaml")
     flat: dict[str, str] = {}
     _flatten(raw, "", flat)
     return flat
