@@ -5,6 +5,7 @@ and the message catalogues. The flows in a real browser are tests/test_web_brows
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -329,3 +330,17 @@ def test_catalogues_hold_the_same_keys_and_every_key_used() -> None:
     }
     missing = [f"{p}.{v}" for p, members in values.items() for v in members if f"{p}.{v}" not in italian]
     assert missing == []
+
+
+def test_page_handlers_are_plain_functions_run_in_the_thread_pool() -> None:
+    """A coroutine handler runs on the event loop: its database work (and a sign-in's password check) would hold
+    up every other request of the worker. Forms are read by an async dependency instead (``PostedForm``)."""
+    from fastapi.routing import APIRoute
+
+    from presa.web.pages import account, ats, booking, gestore, me, patients, plans, timeline, worklist
+
+    parts = (account, ats, booking, gestore, me, patients, plans, timeline, worklist)
+    handlers = [route for part in parts for route in part.router.routes if isinstance(route, APIRoute)]
+    assert len(handlers) > 30
+    coroutines = [route.path for route in handlers if inspect.iscoroutinefunction(route.endpoint)]
+    assert coroutines == []

@@ -26,6 +26,7 @@ from presa.web.pages.core import (
     AnyPage,
     Page,
     Posted,
+    PostedForm,
     SignedIn,
     form_text,
     safe_next,
@@ -66,9 +67,8 @@ def _login(page: Page, next_path: str | None, *, error: str | None = None, usern
 
 
 @router.post("/login")
-async def login(request: Request, page: AnyPage) -> Response:
+def login(request: Request, form: PostedForm, page: AnyPage) -> Response:
     same_origin(request)
-    form = await request.form()
     next_path = form_text(form, "next", 500)
     username = form_text(form, "username", 64)
     password = form.get("password")
@@ -111,8 +111,7 @@ def password_form(page: SignedIn) -> Response:
 
 
 @router.post("/account/password")
-async def change_password(request: Request, page: Posted) -> Response:
-    form = await request.form()
+def change_password(request: Request, form: PostedForm, page: Posted) -> Response:
     old, new, again = (form.get(name) for name in ("old", "new", "again"))
     if not all(isinstance(v, str) and 0 < len(v) <= 1024 for v in (old, new, again)):
         return page.render("password.html", status=422, error=page.t("password.missing"))

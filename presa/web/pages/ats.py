@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated
 
 import duckdb
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from sqlalchemy import func, select
@@ -51,7 +51,7 @@ from presa.stratify.summary import (
 from presa.web.access import Permission, latest_episode
 from presa.web.api.invitations import batch_letters_response
 from presa.web.errors import ApiError, not_found
-from presa.web.pages.core import Page, allowed, allowed_post, form_date, form_int
+from presa.web.pages.core import Page, PostedForm, allowed, allowed_post, form_date, form_int
 from presa.web.pages.patients import attempt
 
 router = APIRouter(include_in_schema=False)
@@ -261,9 +261,8 @@ def batches(page: Annotated[Page, allowed(Permission.INVITE)]) -> Response:
 
 
 @router.post("/ats/invitations")
-async def new_batch(request: Request, page: Annotated[Page, allowed_post(Permission.INVITE)]) -> Response:
+def new_batch(form: PostedForm, page: Annotated[Page, allowed_post(Permission.INVITE)]) -> Response:
     ats = own_ats(page)
-    form = await request.form()
     limit = form_int(form, "limit")
     letter_date: date | None = form_date(form, "letter_date")
     made: list[int] = []

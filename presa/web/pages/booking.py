@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy import exists, select
 
@@ -41,7 +41,7 @@ from presa.web.access import Permission
 from presa.web.api.followup import visible_booking
 from presa.web.api.plans import visible_plan
 from presa.web.errors import ApiError, not_found
-from presa.web.pages.core import Page, allowed, allowed_post, form_int, form_text, safe_next
+from presa.web.pages.core import Page, PostedForm, allowed, allowed_post, form_int, form_text, safe_next
 from presa.web.pages.patients import REFUSED, attempt, staff_only
 from presa.web.pages.timeline import plan_activities, slot_infos
 
@@ -236,11 +236,10 @@ def _back(form: Any, default: str) -> str:
 
 
 @router.post("/plans/{plan_id}/activities/{activity_id}/booking")
-async def book_activity(
-    request: Request, page: Annotated[Page, allowed_post(Permission.BOOK)], plan_id: RowId, activity_id: Activity
+def book_activity(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.BOOK)], plan_id: RowId, activity_id: Activity
 ) -> Response:
     plan = visible_plan(page.ctx, plan_id)
-    form = await request.form()
     back = _back(form, f"/plans/{plan.id}/activities/{activity_id}/book")
     slot_id = form_int(form, "slot_id")
     if slot_id is None:
@@ -263,11 +262,10 @@ def refused(page: Page, change: Callable[[], object]) -> str | None:
 
 
 @router.post("/bookings/{booking_id}/reschedule")
-async def reschedule_booking(
-    request: Request, page: Annotated[Page, allowed_post(Permission.BOOK)], booking_id: RowId
+def reschedule_booking(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.BOOK)], booking_id: RowId
 ) -> Response:
     booking = visible_booking(page.ctx, booking_id)
-    form = await request.form()
     back = f"/patients/{booking.patient_id}/timeline"
     slot_id, reason = form_int(form, "slot_id"), form_text(form, "reason")
     if slot_id is None or not reason:
@@ -282,11 +280,10 @@ async def reschedule_booking(
 
 
 @router.post("/bookings/{booking_id}/cancel")
-async def cancel_booking(
-    request: Request, page: Annotated[Page, allowed_post(Permission.BOOK)], booking_id: RowId
+def cancel_booking(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.BOOK)], booking_id: RowId
 ) -> Response:
     booking = visible_booking(page.ctx, booking_id)
-    form = await request.form()
     back = f"/patients/{booking.patient_id}/timeline"
     reason = form_text(form, "reason")
     if not reason:
@@ -320,7 +317,7 @@ def year_page(page: Annotated[Page, allowed(Permission.BOOK)], plan_id: RowId) -
 
 
 @router.post("/plans/{plan_id}/bookings")
-async def book_year(page: Annotated[Page, allowed_post(Permission.BOOK)], plan_id: RowId) -> Response:
+def book_year(page: Annotated[Page, allowed_post(Permission.BOOK)], plan_id: RowId) -> Response:
     plan = visible_plan(page.ctx, plan_id)
     back = f"/patients/{plan.patient_id}/timeline"
     if plan.status is not PlanStatus.ACTIVE:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy import ColumnElement, Select, String, and_, case, cast, exists, func, or_, select
 from sqlalchemy import Row as DbRow
@@ -48,7 +48,7 @@ from presa.web.access import Permission
 from presa.web.api.invitations import _pdf
 from presa.web.api.pacts import visible_pact
 from presa.web.errors import ApiError
-from presa.web.pages.core import Page, allowed, allowed_post, form_int, form_text, parse_instant
+from presa.web.pages.core import Page, PostedForm, allowed, allowed_post, form_int, form_text, parse_instant
 from presa.web.pages.i18n import ITALY
 from presa.web.pages.scope import is_large, scoped_patients
 
@@ -355,12 +355,11 @@ def attempt(page: Page, back: str, done: str, change: Callable[[], object]) -> R
 
 
 @router.post("/patients/{ref}/pacts")
-async def draft(request: Request, page: Annotated[Page, allowed_post(Permission.DRAFT_PACTS)], ref: Ref) -> Response:
+def draft(form: PostedForm, page: Annotated[Page, allowed_post(Permission.DRAFT_PACTS)], ref: Ref) -> Response:
     patient, episode = page.ctx.patient(ref)
     back = f"/patients/{patient.id}#pact"
     if episode is None or episode.closed_on is not None:
         return page.redirect(back, page.t("flash.no_open_episode"), kind="error")
-    form = await request.form()
     scopes = [s for s in form.getlist("scopes") if isinstance(s, str)][:5]
     opened = episode
     return attempt(
@@ -372,12 +371,9 @@ async def draft(request: Request, page: Annotated[Page, allowed_post(Permission.
 
 
 @router.post("/pacts/{pact_id}/sign")
-async def sign(
-    request: Request, page: Annotated[Page, allowed_post(Permission.SIGN_PACTS)], pact_id: PactId
-) -> Response:
+def sign(form: PostedForm, page: Annotated[Page, allowed_post(Permission.SIGN_PACTS)], pact_id: PactId) -> Response:
     pact = visible_pact(page.ctx, pact_id)
     back = f"/patients/{pact.patient_id}#pact"
-    form = await request.form()
     role, signer = form_text(form, "role", 40), form_text(form, "signer", 200)
     now = datetime.now(UTC)
     signed_at = parse_instant(form_text(form, "signed_at", 40)) or now
@@ -401,11 +397,8 @@ async def sign(
 
 
 @router.post("/pacts/{pact_id}/revoke")
-async def revoke(
-    request: Request, page: Annotated[Page, allowed_post(Permission.REVOKE_PACTS)], pact_id: PactId
-) -> Response:
+def revoke(form: PostedForm, page: Annotated[Page, allowed_post(Permission.REVOKE_PACTS)], pact_id: PactId) -> Response:
     pact = visible_pact(page.ctx, pact_id)
-    form = await request.form()
     reason = form_text(form, "reason")
     return attempt(
         page,
@@ -423,14 +416,13 @@ def pact_pdf(page: Annotated[Page, allowed(Permission.READ_PACTS)], pact_id: Pac
 
 
 @router.post("/patients/{ref}/case-manager")
-async def case_manager(
-    request: Request, page: Annotated[Page, allowed_post(Permission.MANAGE_GESTORE)], ref: Ref
+def case_manager(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.MANAGE_GESTORE)], ref: Ref
 ) -> Response:
     patient, episode = page.ctx.patient(ref)
     back = f"/patients/{patient.id}#enrolment"
     if episode is None or episode.closed_on is not None:
         return page.redirect(back, page.t("flash.no_open_episode"), kind="error")
-    form = await request.form()
     chosen = form_int(form, "practitioner_id")
     opened = episode
     return attempt(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from presa.care.calendar import draft_care_plan
@@ -38,7 +38,7 @@ from presa.care.store.models import PlanStatus
 from presa.web.access import Permission
 from presa.web.api.invitations import _pdf
 from presa.web.api.plans import PLAN_WINDOW, _export_allowed, visible_plan
-from presa.web.pages.core import Page, allowed, allowed_post, form_date, form_text
+from presa.web.pages.core import Page, PostedForm, allowed, allowed_post, form_date, form_text
 from presa.web.pages.patients import Ref, attempt, staff_only
 
 router = APIRouter(include_in_schema=False)
@@ -120,10 +120,9 @@ def preview(
 
 
 @router.post("/patients/{ref}/plans")
-async def generate(request: Request, page: Annotated[Page, allowed_post(Permission.WRITE_PLANS)], ref: Ref) -> Response:
+def generate(form: PostedForm, page: Annotated[Page, allowed_post(Permission.WRITE_PLANS)], ref: Ref) -> Response:
     staff_only(page)
     patient, _ = page.ctx.patient(ref)
-    form = await request.form()
     created: list[int] = []
 
     def change() -> None:
@@ -176,11 +175,10 @@ def plan_page(
 
 
 @router.post("/plans/{plan_id}/changes")
-async def personalise(
-    request: Request, page: Annotated[Page, allowed_post(Permission.WRITE_PLANS)], plan_id: PlanId
+def personalise(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.WRITE_PLANS)], plan_id: PlanId
 ) -> Response:
     stored = visible_plan(page.ctx, plan_id)
-    form = await request.form()
     action, reason = form_text(form, "action", 8), form_text(form, "reason")
     day = form_date(form, "day")
     author = page.me.username

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy import and_, or_, select
 
@@ -49,7 +49,7 @@ from presa.web.access import Permission, visible
 from presa.web.api.followup import visible_item
 from presa.web.errors import ApiError, not_found
 from presa.web.pages import i18n
-from presa.web.pages.core import Page, allowed, allowed_post, form_int, form_text, parse_instant, safe_next
+from presa.web.pages.core import Page, PostedForm, allowed, allowed_post, form_int, form_text, parse_instant, safe_next
 from presa.web.pages.i18n import ITALY
 from presa.web.pages.patients import Ref, attempt, staff_only
 
@@ -277,11 +277,10 @@ def _back(form: Any) -> str:
 
 
 @router.post("/work-items/{item_id}/assign")
-async def assign_item(
-    request: Request, page: Annotated[Page, allowed_post(Permission.WORK_ITEMS)], item_id: ItemId
+def assign_item(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.WORK_ITEMS)], item_id: ItemId
 ) -> Response:
     item, patient = visible_item(page.ctx, item_id)
-    form = await request.form()
     back, owner_id = _back(form), form_int(form, "owner_id")
     if owner_id is None:
         return page.redirect(back, page.t("worklist.owner_needed"), kind="error")
@@ -294,11 +293,10 @@ async def assign_item(
 
 
 @router.post("/work-items/{item_id}/snooze")
-async def snooze_item(
-    request: Request, page: Annotated[Page, allowed_post(Permission.WORK_ITEMS)], item_id: ItemId
+def snooze_item(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.WORK_ITEMS)], item_id: ItemId
 ) -> Response:
     item, patient = visible_item(page.ctx, item_id)
-    form = await request.form()
     back = _back(form)
     until, reason = parse_instant(form_text(form, "until", 40)), form_text(form, "reason")
     if until is None or not now() < until <= now() + MAX_AHEAD:
@@ -315,11 +313,10 @@ async def snooze_item(
 
 
 @router.post("/work-items/{item_id}/close")
-async def close_item(
-    request: Request, page: Annotated[Page, allowed_post(Permission.WORK_ITEMS)], item_id: ItemId
+def close_item(
+    form: PostedForm, page: Annotated[Page, allowed_post(Permission.WORK_ITEMS)], item_id: ItemId
 ) -> Response:
     item, patient = visible_item(page.ctx, item_id)
-    form = await request.form()
     back, outcome = _back(form), form_text(form, "outcome")
     if not outcome:
         return page.redirect(back, page.t("worklist.outcome_needed"), kind="error")
@@ -332,12 +329,9 @@ async def close_item(
 
 
 @router.post("/patients/{ref}/contacts")
-async def new_contact(
-    request: Request, page: Annotated[Page, allowed_post(Permission.LOG_CONTACTS)], ref: Ref
-) -> Response:
+def new_contact(form: PostedForm, page: Annotated[Page, allowed_post(Permission.LOG_CONTACTS)], ref: Ref) -> Response:
     """Log a call made now; a call-back becomes an item at the time asked for, or the desk's next opening."""
     patient, _ = page.ctx.patient(ref)
-    form = await request.form()
     back = _back(form) if form_text(form, "next", 500) else f"/patients/{patient.id}/timeline#call"
     problem, call = _contact_form(page, form, patient)
     if problem is not None:
