@@ -185,3 +185,28 @@ def test_an_identity_provider_subject_finds_its_account(db: Session) -> None:
         account_for_subject(db, "https://idp.example|other")
     with pytest.raises(AuthError):  # no password: password sign-in is impossible
         authenticate(db, "dr.oidc", "", at=AT)
+
+
+def test_failure_counters_that_no_longer_count_are_pruned(db: Session) -> None:
+    """A spray of usernames tried once must not pile up rows for ever: each failure deletes a batch of counters
+    whose window and lock are over, and keeps those still counting or locking."""
+    from presa.auth.models import AddressSignInFailures, SignInFailures
+    from presa.auth.sessions import LOCK, PRUNE_BATCH, WINDOW, guarded_authenticate
+
+    old = AT - max(WINDOW, LOCK) - timedelta(minutes=1)
+    sprayed = [f"guess{n:04d}" for n in range(PRUNE_BATCH + 20)]
+    for name in sprayed:
+        db.add(SignInFailures(username=name, failures=1, first_failure_at=old, last_failure_at=old))
+    db.add(SignInFailures(username="still-locked", failures=5, first_failure_at=old, last_failure_at=old,
+                          locked_until=AT + timedelta(minutes=5)))  # fmt: skip
+    db.add(SignInFailures(username="recent", failures=2, first_failure_at=AT, last_failure_at=AT))
+    db.add(AddressSignInFailures(remote_addr="192.0.2.9", failures=1, first_failure_at=old, last_failure_at=old))
+    db.flush()
+
+    with pytest.raises(AuthError):
+        guarded_authenticate(db, "nobody", "wrong password", lock_address="192.0.2.1", at=AT)
+
+    left = set(db.scalars(select(SignInFailures.username)))
+    assert len(left & set(sprayed)) == 20  # one batch deleted, the rest left to the next failures
+    assert {"still-locked", "recent", "nobody"} <= left
+    assert set(db.scalars(select(AddressSignInFailures.remote_addr))) == {"192.0.2.1"}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -138,6 +138,7 @@ def guarded_authenticate(
     except AuthError:
         for counter in counters:
             _add_failure(session, counter, name, at)
+            _prune(session, type(counter), at)
         session.flush()
         raise
     for counter in counters:
@@ -153,8 +154,31 @@ def count_failure(session: Session, username: str, *, at: datetime | None = None
     name = normal_username(username)
     row = _counter(session, SignInFailures, name, at)
     _add_failure(session, row, name, at)
+    _prune(session, SignInFailures, at)
     session.flush()
     return row
+
+
+PRUNE_BATCH = 100
+
+
+def _prune(session: Session, model: type[Counter], at: datetime) -> int:
+    """Delete up to :data:`PRUNE_BATCH` counters that no longer count (last failure outside the window, no lock in
+    force): usernames tried once and never again, by a spray of guesses, would otherwise pile up for ever. Each
+    failure cleans a little, so the table holds about the failures of the last window."""
+    key = SignInFailures.username if model is SignInFailures else AddressSignInFailures.remote_addr
+    stale = (
+        select(key)
+        .where(
+            model.last_failure_at <= at - max(WINDOW, LOCK),
+            or_(model.locked_until.is_(None), model.locked_until <= at),
+        )
+        .limit(PRUNE_BATCH)
+        # rows another sign-in holds are left to a later failure: no waiting on them, so no deadlock either
+        .with_for_update(skip_locked=True)
+    )
+    result = session.execute(delete(model).where(key.in_(stale)), execution_options={"synchronize_session": False})
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _add_failure(session: Session, row: Counter, name: str, at: datetime) -> None:
