@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0010"
+HEAD = "0011"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -136,6 +136,7 @@ def test_migrations_ship_as_package_data() -> None:
         "r0008_patient_pseudonym_index.py",
         "r0009_caregiver_reminders_scope.py",
         "r0010_patients_without_pseudonym_index.py",
+        "r0011_executions_without_foreign_keys.py",
     ]
 
 

@@ -159,7 +159,10 @@ class Execution(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    # patients.id and followup_flow_loads.id, without foreign keys: checked row by row they were most of storing a
+    # region's month; reconciliation, the only writer, joins each service to its patient and sets the load it
+    # inserts in the same transaction (migration 0011).
+    patient_id: Mapped[int] = mapped_column()
     source: Mapped[ExecutionSource] = mapped_column(str_enum(ExecutionSource, "source"))
     day: Mapped[date] = mapped_column(comment="service, discharge or visit date")
     started_on: Mapped[date | None] = mapped_column(comment="admission date of a discharge")
@@ -167,7 +170,7 @@ class Execution(Base):
     stem: Mapped[str] = mapped_column(String(16), comment="the code's DM 1996 stem (rules.code_stem): its family")
     discipline: Mapped[str] = mapped_column(String(8))
     provider_code: Mapped[str] = mapped_column(String(32))
-    load_id: Mapped[int] = mapped_column(ForeignKey("followup_flow_loads.id"))
+    load_id: Mapped[int] = mapped_column()
     source_file: Mapped[str] = mapped_column(String(200))
     source_line: Mapped[int] = mapped_column(BigInteger)
 
