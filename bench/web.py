@@ -22,7 +22,6 @@ import argparse
 import random
 import re
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
@@ -45,39 +43,13 @@ from presa.care.service import activate_plan, generate_plan
 from presa.care.service.organisations import assign_role, register_practitioner
 from presa.care.store import make_engine
 from presa.care.store.models import CarePlanRecord, Episode, Gestore, Patient, Practitioner
-from presa.web.app import create_app
-from tests.pgserver import PgServer, free_port
+from tests.liveserver import LiveServer
+from tests.pgserver import PgServer
 
 console = Console(width=150)
 PASSWORD = "bench web pages password"
 TARGET_MS = 200.0
 TIMING = re.compile(r"app;dur=([0-9.]+)")
-KEY = b"presa-bench-web-secret-key-0123456789"
-
-
-class Served:
-    """uvicorn serving the app in a thread on a free port of 127.0.0.1."""
-
-    def __init__(self, database_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(database_url, key=KEY), host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="presa-bench-web", daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @dataclass
@@ -232,7 +204,7 @@ def timed(client: httpx.Client, page: str, paths: Callable[[int], str], repeat: 
 
 def run(site: Site, repeat: int) -> list[Timing]:
     results = []
-    with Served(site.url) as live:
+    with LiveServer(site.url) as live:
         gp = sign_in(live.url, "gp-bench")
         results.append(timed(gp, "GP: my patients", lambda _: "/patients", repeat))
         results.append(timed(gp, "GP: needs my action", lambda _: "/patients?action=any", repeat))

@@ -1,8 +1,8 @@
 """A care store with patients at every stage, accounts of every role, and the API served over a real socket.
 
 :func:`build_world` fills a fresh, migrated database through the real services, on today's clock (the API's
-clock), and issues a bearer token per account (no argon2 sign-in per test). :class:`LiveServer` runs uvicorn
-with ``presa.web.app.create_app`` in a thread on a free port of 127.0.0.1; tests call it with httpx.
+clock), and issues a bearer token per account (no argon2 sign-in per test); ``tests.liveserver.LiveServer``
+serves it over a real socket and tests call it with httpx.
 
 Patients (pathologies from ``tests.carebuilder``):
 
@@ -21,15 +21,11 @@ posted yesterday (its follow-up item is ``world.item_id``).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import httpx
-import uvicorn
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -40,11 +36,9 @@ from presa.care.service.organisations import assign_role, create_gestore, regist
 from presa.care.store import session_factory
 from presa.care.store.models import Gestore, Patient, Practitioner
 from presa.followup.store import Schedule
-from presa.web.app import create_app
 from tests.carebuilder import ALL_SCOPES, CareRuns
-from tests.pgserver import free_port
+from tests.liveserver import KEY
 
-KEY = b"presa-tests-secret-key-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
 PEOPLE = {
     "A1": ("hypertension", "diabetes_type2"),
@@ -224,35 +218,6 @@ def _gestore(db: Session, code: str, ats: str, since: date) -> Gestore:
         address=f"Via {code} 1, Milano",
         author="setup",
     )
-
-
-class LiveServer:
-    """uvicorn serving the app in a thread, on a free port of 127.0.0.1."""
-
-    def __init__(self, database_url: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(database_url, key=KEY), host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="presa-api", daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
 
 
 def practitioner_id(db: Session, code: str) -> int:

@@ -27,7 +27,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from presa.care.store import make_engine, upgrade
-from tests.apiworld import LiveServer, World, add_followup, build_world
+from tests.apiworld import World, add_followup, build_world
+from tests.liveserver import LiveServer
 from tests.pgserver import PgServer, PgUnavailableError, acquire
 
 BACKENDS = ("sqlite", "postgresql")

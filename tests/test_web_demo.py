@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from presa.care.enrolment import EpisodeState
 from presa.care.store import make_engine, session_factory
 from presa.care.store.models import CarePact, CarePlanRecord, Episode, PlanStatus
-from tests.webworld import KeyedServer, login_token
+from tests.liveserver import LiveServer
+from tests.webworld import login_token
 
 
 def test_the_demo_prepares_a_store_and_accounts_that_sign_in(tmp_path: Path) -> None:
@@ -45,7 +46,7 @@ def test_the_demo_prepares_a_store_and_accounts_that_sign_in(tmp_path: Path) -> 
         engine.dispose()
 
     key = (out / "presa.key").read_bytes()
-    with KeyedServer(url, key) as server:
+    with LiveServer(url, key=key) as server:
         for username, home, expected in (
             ("medico", "/patients", "patti da firmare"),
             ("gestore", "/gestore", "Hanno scelto noi"),

@@ -23,9 +23,9 @@ from presa.auth.service import create_account
 from presa.care.service import choose_gestore, draft_pact, open_episode
 from presa.care.service.organisations import add_provider, add_to_network
 from presa.care.store import make_engine, session_factory, upgrade
-from presa.web.app import create_app
-from tests.apiworld import PASSWORD, LiveServer, World, add_followup, build_world
+from tests.apiworld import PASSWORD, World, add_followup, build_world
 from tests.carebuilder import ALL_SCOPES
+from tests.liveserver import LiveServer
 
 ACCOUNTS = ("gp1", "nurse1", "nurse2", "boss1", "ana", "oper9")
 
@@ -89,14 +89,6 @@ def web_server(url: str, runs_dir: Path, *, followup: bool = False) -> Iterator[
     with LiveServer(url) as server:
         web.url = server.url
         yield web, server
-
-
-class KeyedServer(LiveServer):
-    """:class:`LiveServer` for a store made with another secret key (the demo's)."""
-
-    def __init__(self, database_url: str, key: bytes) -> None:
-        super().__init__(database_url)
-        self.server.config.app = create_app(database_url, key=key)
 
 
 def login_token(html: str) -> str:
