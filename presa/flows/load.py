@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from presa.flows.validate import (
     literal,
     table_sql,
 )
+from presa.workdir import built_in_place_of
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -412,41 +412,35 @@ def load_flows(
         raise FileExistsError(f"{out_dir} already exists")
     schema = load_schema()
     files = discover_files(source_dir, schema)
-    work = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    con = duckdb.connect()
-    try:
-        con.execute("SET enable_progress_bar = false")
-        con.execute(f"SET memory_limit = {literal(memory_limit)}")
-        con.execute(f"SET temp_directory = {literal(str(work / '.spill'))}")
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
-        sources = {name: inspect_files(con, schema.tables[name], paths) for name, paths in files.items()}
-        loader = _Loader(con, schema, FlowPaths(work), max_date or date.today())
+    with built_in_place_of(out_dir) as work:
+        con = duckdb.connect()
         try:
-            loader.run(sources, on_progress)
-        except duckdb.Error as exc:
-            raise FlowError(f"reading the flows in {source_dir} failed: {str(exc).splitlines()[0]}") from None
-        last = loader.last_record_date()
-        manifest = {
-            "schema_version": schema.version,
-            "source": str(source_dir.resolve()),
-            "max_date": (max_date or date.today()).isoformat(),
-            "last_record_date": last.isoformat() if last else None,
-            "tables": {
-                c.table: {"files": list(c.files), "read": c.read, "accepted": c.accepted, "rejected": c.rejected}
-                for c in loader.counts
-            },
-            "rejected_by_reason": loader.rejects_by_reason(),
-        }
-        FlowPaths(work).manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        con.close()
+            con.execute("SET enable_progress_bar = false")
+            con.execute(f"SET memory_limit = {literal(memory_limit)}")
+            con.execute(f"SET temp_directory = {literal(str(work / '.spill'))}")
+            if threads:
+                con.execute(f"SET threads = {int(threads)}")
+            sources = {name: inspect_files(con, schema.tables[name], paths) for name, paths in files.items()}
+            loader = _Loader(con, schema, FlowPaths(work), max_date or date.today())
+            try:
+                loader.run(sources, on_progress)
+            except duckdb.Error as exc:
+                raise FlowError(f"reading the flows in {source_dir} failed: {str(exc).splitlines()[0]}") from None
+            last = loader.last_record_date()
+            manifest = {
+                "schema_version": schema.version,
+                "source": str(source_dir.resolve()),
+                "max_date": (max_date or date.today()).isoformat(),
+                "last_record_date": last.isoformat() if last else None,
+                "tables": {
+                    c.table: {"files": list(c.files), "read": c.read, "accepted": c.accepted, "rejected": c.rejected}
+                    for c in loader.counts
+                },
+                "rejected_by_reason": loader.rejects_by_reason(),
+            }
+            FlowPaths(work).manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        finally:
+            con.close()
         shutil.rmtree(work / ".spill", ignore_errors=True)
         shutil.rmtree(work / ".stage", ignore_errors=True)
-        work.rename(out_dir)
-    except BaseException:
-        con.close()
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return LoadReport(loader.counts, out_dir, time.perf_counter() - started)

@@ -6,8 +6,6 @@ into place at the end, and removed when any step fails.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from presa.stratify.engine import (
 )
 from presa.stratify.layout import RunPaths
 from presa.stratify.spark import SparkOptions, is_uri, run_on_spark
+from presa.workdir import built_in_place_of
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -64,21 +63,12 @@ def run_stratification(
         _check_local_flows(Path(flows_dir), run_dir)
     if run_dir.exists() and not replace:
         raise FileExistsError(f"{run_dir} already exists (use --replace to overwrite it)")
-    work = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+    with built_in_place_of(run_dir) as work:
         load = None if remote else _validated_flows(Path(flows_dir), RunPaths(work), on_load_progress)
         store: Path | str = str(flows_dir) if remote else RunPaths(work).flows
         engine = _run_engine(store, work, catalog, reference, memory_limit, spark, shard, on_engine_progress)
         source = str(flows_dir) if remote else str(Path(flows_dir).resolve())
         update_run_json(RunPaths(work), input=source, load=_load_counts(load))
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        work.rename(run_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     run = RunPaths(run_dir)
     if run.flows.exists():  # a store named by a URI has no local copy yet: its views come once one is put there
         write_query_database(run)

@@ -9,7 +9,6 @@ same in every shard of one catalog. The merged run is written whole or not at al
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import duckdb
 from presa.stratify.engine import EngineError, Shard, write_query_database
 from presa.stratify.layout import RunPaths
 from presa.stratify.runview import flows_of, run_info
+from presa.workdir import built_in_place_of
 
 # The clusters of all shards, one row per set of pathologies, numbered as CLUSTERS numbers them (by label).
 UNITED_CLUSTERS = """
@@ -72,20 +72,11 @@ def merge_shards(shard_dirs: list[Path], out: Path, *, replace: bool = False) ->
     count = check_shards(infos, shard_dirs)
     if out.exists() and not replace:
         raise FileExistsError(f"{out} already exists (use --replace to overwrite it)")
-    work = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+    with built_in_place_of(out) as work:
         write_merged_files(runs, RunPaths(work))
         RunPaths(work).flows.symlink_to(flows_of(runs[0]).root.resolve(), target_is_directory=True)
         levels = merged_levels(infos)
         write_merged_run_json(infos[0], levels, shard_dirs, RunPaths(work), time.perf_counter() - started)
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     write_query_database(RunPaths(out))
     return MergeReport(RunPaths(out), count, sum(levels.values()), levels, time.perf_counter() - started)
 
