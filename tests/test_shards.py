@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +14,7 @@ from presa.stratify.layout import RunPaths
 from presa.stratify.pipeline import run_stratification
 from presa.stratify.shards import merge_shards
 from presa.synth import SynthConfig, generate
+from tests.runfiles import ROW_ORDERS, rows
 
 SHARDS = 3
 
@@ -32,20 +32,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunPaths, RunPaths, 
     return whole, merged, parts
 
 
-def rows(path: Path, order: list[str]) -> list[dict[str, Any]]:
-    return pq.read_table(path).sort_by([(c, "ascending") for c in order]).to_pylist()
-
-
 def test_the_merged_shards_are_the_whole_run(runs: tuple[RunPaths, RunPaths, list[Path]]) -> None:
     whole, merged, _ = runs
-    orders = {
-        "residents": ["resident_key"],
-        "evidence": ["resident_key", "criterion_no"],
-        "clusters": ["cluster_no"],
-        "criteria": ["criterion_no"],
-        "pathologies": ["pathology_no"],
-    }
-    for name, order in orders.items():
+    for name, order in ROW_ORDERS.items():
         assert rows(getattr(merged, name), order) == rows(getattr(whole, name), order), name
     a, b = json.loads(whole.run_json.read_text()), json.loads(merged.run_json.read_text())
     for key in ("catalog", "reference_date", "population", "residents_by_level"):

@@ -25,6 +25,7 @@ from presa.stratify.pipeline import RunReport, run_stratification
 from presa.stratify.runview import open_run
 from presa.stratify.spark import SparkOptions
 from presa.synth import SynthConfig, generate
+from tests.runfiles import ROW_ORDERS, rows
 
 RESIDENTS = 2000
 TEST_CONF = {
@@ -73,10 +74,6 @@ def columns(path: Path) -> list[tuple[str, str]]:
     return [(field.name, str(field.type)) for field in pq.read_schema(path)]
 
 
-def rows(path: Path, order: list[str]) -> list[dict[str, Any]]:
-    return pq.read_table(path).sort_by([(c, "ascending") for c in order]).to_pylist()
-
-
 def test_every_resident_gets_the_same_pathologies_level_and_cluster(runs: tuple[RunReport, RunReport]) -> None:
     duck, on_spark = runs
     query = """SELECT resident_key, age, n_pathologies, pathologies, main_pathology, cluster, uses_services, level
@@ -90,14 +87,7 @@ def test_every_resident_gets_the_same_pathologies_level_and_cluster(runs: tuple[
 
 def test_the_files_are_identical_row_for_row(runs: tuple[RunReport, RunReport]) -> None:
     duck, on_spark = runs
-    orders = {
-        "residents": ["resident_key"],
-        "evidence": ["resident_key", "criterion_no"],
-        "clusters": ["cluster_no"],
-        "criteria": ["criterion_no"],
-        "pathologies": ["pathology_no"],
-    }
-    for name, order in orders.items():
+    for name, order in ROW_ORDERS.items():
         a, b = getattr(duck.run, name), getattr(on_spark.run, name)
         assert columns(b) == columns(a), name
         assert rows(b, order) == rows(a, order), name
