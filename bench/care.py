@@ -9,19 +9,19 @@ fresh process, with the wall time and the peak memory of its process tree (inter
 counted):
 
 - plans: ``generate_all_plans`` end to end - candidates query, merge, calendar, storage, commit;
-- floor: the very rows that step stored (plans, versions, activities, audit rows), dumped to files after it and
-  copied back into a clone with plain COPY in one transaction - the cost of storing them and nothing else;
-- optionally (``--uncached``) the plans step again with the per-combination cache off;
-- optionally (``--layouts``) the same plans copied into other layouts of the activities, in the clone: the same
-  tables without ``plan_activities``' foreign key and secondary indexes (what they cost), descriptions normalised
-  into a definitions table (narrow activity rows), and one schedule per distinct plan shared by the versions that
-  have it - what a migration could save.
+- floor: the very rows that step stored (plans, calendars and their activities, versions, audit rows), dumped to
+  files after it and copied back into a clone with plain COPY in one transaction - the cost of storing them and
+  nothing else;
+- optionally (``--uncached``) the plans step again with the per-combination cache off.
+
+(Until migration 0012 each version stored its own activities; ``--layouts``, at commit 108446e, measured the
+layouts that could replace them, and the shared calendars are the one that was adopted: docs/PERFORMANCE.md.)
 
 The server is a throw-away cluster made like the tests' (tests/pgserver.py: fsync off), restarted with more shared
 buffers and fewer checkpoints for bulk loads (``BULK_SETTINGS``); ``--server throwaway`` keeps the tests' settings,
 ``--server external`` uses the one on 127.0.0.1:5432.
 
-Usage: ``python -m bench.care [--sizes 100000,1000000] [--server bulk] [--uncached] [--layouts]``.
+Usage: ``python -m bench.care [--sizes 100000,1000000] [--server bulk] [--uncached]``.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from bench.measure import Measurement, measure
 from bench.stratify import commit, machine
 from presa.care.service.bulk import AUDIT_COLUMNS, PLAN_COLUMNS, VERSION_COLUMNS
 from presa.care.service.organisations import assign_role, create_gestore, register_practitioner
-from presa.care.service.plans import ACTIVITY_COLUMNS
 from presa.care.service.population import load_run
 from presa.care.store import make_engine, upgrade
+from presa.care.store.calendars import ACTIVITY_COLUMNS
 from tests.pgserver import PgServer, acquire, find_initdb
 
 REFERENCE_DATE = date(2025, 12, 31)
@@ -62,8 +62,9 @@ ATS_CODES = ("321", "322", "323", "324", "325", "326", "327", "328")
 SCOPES = ("care", "data_sharing", "reminders_sms", "reminders_email", "telemonitoring")
 DUMPED = {
     "care_plans": ("care_plans", PLAN_COLUMNS, "ORDER BY id"),
+    "plan_calendars": ("plan_calendars", ("id", "digest", "activities"), "ORDER BY id"),
+    "plan_calendar_activities": ("plan_calendar_activities", ACTIVITY_COLUMNS, "ORDER BY calendar_id, position"),
     "care_plan_versions": ("care_plan_versions", VERSION_COLUMNS, "ORDER BY id"),
-    "plan_activities": ("plan_activities", ACTIVITY_COLUMNS, "ORDER BY id"),
     "audit_events": ("audit_events", AUDIT_COLUMNS, "WHERE action = 'generate' ORDER BY id"),
 }
 
@@ -278,110 +279,6 @@ def run_copy(url: str, loads: Load, ddl: tuple[str, ...] = ()) -> Measurement:
     )
 
 
-# --- other layouts of the same plans: what normalising would save ----------------------------------------------
-
-DEFINITIONS_DDL = (
-    "CREATE TABLE bench_definitions (id integer PRIMARY KEY, key varchar(96) NOT NULL, code varchar(16), "
-    "kind varchar(16) NOT NULL, discipline varchar(64), provider varchar(16) NOT NULL, description_it text NOT NULL, "
-    "description_en text NOT NULL, times_per_year double precision NOT NULL, precedes_visit boolean NOT NULL, "
-    "pathways jsonb NOT NULL, conditions jsonb NOT NULL)"
-)
-DEFINITION_COLUMNS = ["id", *ACTIVITY_COLUMNS[4:]]
-LAYOUTS: dict[str, tuple[str, ...]] = {
-    "plan_activities without FK and secondary indexes": (
-        "ALTER TABLE plan_activities DROP CONSTRAINT fk_plan_activities_version_id_care_plan_versions",
-        "ALTER TABLE plan_activities DROP CONSTRAINT uq_plan_activities_version_id_activity_id",
-        "DROP INDEX ix_plan_activities_day",
-    ),
-    "descriptions normalised": (
-        DEFINITIONS_DDL,
-        "CREATE TABLE bench_activities (id bigserial PRIMARY KEY, "
-        "version_id integer NOT NULL REFERENCES care_plan_versions (id), activity_id varchar(96) NOT NULL, "
-        "day date NOT NULL, origin varchar(12) NOT NULL, definition_id integer NOT NULL REFERENCES bench_definitions, "
-        "UNIQUE (version_id, activity_id))",
-        "CREATE INDEX ON bench_activities (day)",
-    ),
-    "one schedule per distinct plan": (
-        DEFINITIONS_DDL,
-        "CREATE TABLE bench_schedules (id integer PRIMARY KEY)",
-        "CREATE TABLE bench_schedule_items (schedule_id integer NOT NULL REFERENCES bench_schedules, "
-        "activity_id varchar(96) NOT NULL, day date NOT NULL, origin varchar(12) NOT NULL, "
-        "definition_id integer NOT NULL REFERENCES bench_definitions, PRIMARY KEY (schedule_id, activity_id))",
-        "CREATE INDEX ON bench_schedule_items (day)",
-        "ALTER TABLE care_plan_versions ADD COLUMN schedule_id integer REFERENCES bench_schedules",
-    ),
-}
-
-
-def layout_loads(directory: Path) -> dict[str, Load]:
-    """The dumped activities rewritten for each layout, in files beside the dump; the COPY steps that load them."""
-    definitions: dict[str, int] = {}
-    schedules: dict[str, int] = {}
-    version_schedule: dict[str, int] = {}
-
-    def path(name: str) -> Path:
-        return directory / f"{name}.copy"
-
-    with (
-        path("plan_activities").open(encoding="utf-8") as dumped,
-        path("narrow").open("w", encoding="utf-8") as narrow,
-        path("items").open("w", encoding="utf-8") as items,
-    ):
-
-        def close(version: str, rows: list[str]) -> None:
-            """One version's rows are complete: its schedule is an earlier one with the same rows, or a new one."""
-            text = "".join(rows)
-            if text not in schedules:
-                schedules[text] = len(schedules) + 1
-                items.writelines(f"{schedules[text]}\t{row}" for row in rows)
-            version_schedule[version] = schedules[text]
-
-        current, rows = "", list[str]()
-        for line in dumped:
-            version, activity_id, day, origin, rest = line.split("\t", 4)
-            definition = definitions.setdefault(rest, len(definitions) + 1)
-            narrow.write(f"{version}\t{activity_id}\t{day}\t{origin}\t{definition}\n")
-            if version != current and rows:
-                close(current, rows)
-                rows = []
-            current = version
-            rows.append(f"{activity_id}\t{day}\t{origin}\t{definition}\n")
-        if rows:
-            close(current, rows)
-    with path("definitions").open("w", encoding="utf-8") as out:
-        out.writelines(f"{number}\t{rest}" for rest, number in definitions.items())
-    with path("schedules").open("w", encoding="utf-8") as out:
-        out.writelines(f"{number}\n" for number in schedules.values())
-    with (
-        path("care_plan_versions").open(encoding="utf-8") as versions,
-        path("versions_scheduled").open("w", encoding="utf-8") as out,
-    ):
-        for line in versions:
-            schedule = version_schedule.get(line.split("\t", 1)[0])
-            out.write(line[:-1] + "\t" + (str(schedule) if schedule else "\\N") + "\n")
-    plans, versions_, _, audit = floor_loads(directory)
-    defined = ("bench_definitions", DEFINITION_COLUMNS, str(path("definitions")))
-    refs = ["activity_id", "day", "origin", "definition_id"]
-    return {
-        "plan_activities without FK and secondary indexes": floor_loads(directory),
-        "descriptions normalised": [
-            plans,
-            versions_,
-            defined,
-            ("bench_activities", ["version_id", *refs], str(path("narrow"))),
-            audit,
-        ],
-        "one schedule per distinct plan": [
-            plans,
-            ("bench_schedules", ["id"], str(path("schedules"))),
-            ("care_plan_versions", [*VERSION_COLUMNS, "schedule_id"], str(path("versions_scheduled"))),
-            defined,
-            ("bench_schedule_items", ["schedule_id", *refs], str(path("items"))),
-            audit,
-        ],
-    }
-
-
 # --- plumbing ------------------------------------------------------------------------------------------------
 
 
@@ -435,7 +332,7 @@ def _restart_with(server: PgServer, settings: dict[str, str]) -> None:
     subprocess.run([*command, "restart"], check=True, capture_output=True, timeout=120)
 
 
-def bench_size(server: PgServer, size: int, run: Path, data: Path, *, uncached: bool, layouts: bool) -> list[Step]:
+def bench_size(server: PgServer, size: int, run: Path, data: Path, *, uncached: bool) -> list[Step]:
     """The measured steps of one population size."""
     template = f"presa_bench_care_{size}"
     prepared = prepare_database(server, template, run)
@@ -457,10 +354,6 @@ def bench_size(server: PgServer, size: int, run: Path, data: Path, *, uncached: 
         console.print(f"{size:,}: rows stored {json.dumps(counts)}")
         step("floor: COPY of those rows", f"{template}_floor", lambda url: run_copy(url, floor_loads(directory)))
         server.drop_database(f"{template}_floor")
-        if layouts:
-            for name, loads in layout_loads(directory).items():
-                step(f"layout: {name}", f"{template}_layout", lambda url: run_copy(url, loads, LAYOUTS[name]))  # noqa: B023
-                server.drop_database(f"{template}_layout")
     if uncached:
         step("plans, no cache", f"{template}_uncached", lambda url: run_plans(url, cache=False))
         server.drop_database(f"{template}_uncached")
@@ -487,7 +380,6 @@ def main() -> None:
         "external: the server on 127.0.0.1:5432",
     )
     parser.add_argument("--uncached", action="store_true", help="also measure the plans step without the cache")
-    parser.add_argument("--layouts", action="store_true", help="also time other storage layouts of the same plans")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = {size: stratified_run(size, args.data) for size in sizes}
@@ -510,7 +402,7 @@ def main() -> None:
         for column in ("residents", "plans", "activities", "step", "wall s", "plans/s", "activities/s", "peak", "load"):
             table.add_column(column, justify="right")
         for size in sizes:
-            steps = bench_size(server, size, runs[size], args.data, uncached=args.uncached, layouts=args.layouts)
+            steps = bench_size(server, size, runs[size], args.data, uncached=args.uncached)
             plans = steps[0].measurement.result
             for step in steps:
                 elapsed = step.measurement.result["elapsed"]

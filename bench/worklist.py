@@ -206,7 +206,8 @@ def month_flows(server: PgServer, database: str, size: int, month: date, data: P
             query = sql.SQL(
                 "COPY (SELECT p.resident_id, a.day, a.code, a.times_per_year FROM care_plans c "
                 "JOIN care_plan_versions v ON v.plan_id = c.id AND v.version = c.current_version "
-                "JOIN plan_activities a ON a.version_id = v.id JOIN patients p ON p.id = c.patient_id "
+                "JOIN plan_calendar_activities a ON a.calendar_id = v.calendar_id "
+                "JOIN patients p ON p.id = c.patient_id "
                 "WHERE a.code IS NOT NULL AND a.day >= {} AND a.day < {}) TO STDOUT WITH (FORMAT csv, HEADER)"
             ).format(sql.Literal(month - timedelta(days=60)), sql.Literal(end + timedelta(days=30)))
             with cursor.copy(query) as copy:
@@ -594,8 +595,11 @@ def reconciled_run(
         connection.execute("VACUUM ANALYZE")
         counts = connection.execute(
             "SELECT (SELECT count(*) FROM patients), (SELECT count(*) FROM care_plans WHERE status = 'active'), "
-            "(SELECT count(*) FROM plan_activities), (SELECT count(*) FROM followup_work_items "
-            "WHERE status <> 'closed'), (SELECT count(*) FROM followup_executions), "
+            "(SELECT count(*) FROM care_plans c JOIN care_plan_versions v "
+            "ON v.plan_id = c.id AND v.version = c.current_version "
+            "JOIN plan_calendar_activities a ON a.calendar_id = v.calendar_id), "
+            "(SELECT count(*) FROM followup_work_items WHERE status <> 'closed'), "
+            "(SELECT count(*) FROM followup_executions), "
             "(SELECT count(*) FROM followup_activity_outcomes)"
         ).fetchone()
     assert counts is not None

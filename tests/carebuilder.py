@@ -114,24 +114,35 @@ def enrolled(
     resident_options: Mapping[str, Any] | None = None,
 ) -> Enrolled:
     """One patient loaded from a run, invited, with a gestore and a signed pact: at ``pact_signed`` on TODAY."""
-    load_run(
-        db,
-        runs.write({resident_id: pathologies}, options={resident_id: resident_options or {}}),
-        author="loader",
-        at=AT,
-        today=TODAY,
+    [one] = enrolled_together(
+        db, runs, {resident_id: pathologies}, scopes=scopes, options={resident_id: resident_options or {}}
     )
-    patient = db.query(Patient).filter_by(resident_id=resident_id).one()
+    return one
+
+
+def enrolled_together(
+    db: Session,
+    runs: CareRuns,
+    residents: Mapping[str, Sequence[str]],
+    *,
+    scopes: Sequence[str] = ALL_SCOPES,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Enrolled]:
+    """Patients loaded from one run, each invited, with the same gestore and GP and a pact signed on TODAY."""
+    load_run(db, runs.write(residents, options=options or {}), author="loader", at=AT, today=TODAY)
     coop = gestore(db)
     gp = clinical_manager(db, coop)
-    invite(db, patient.ats_code, author="ats-operator", at=AT, today=TODAY)
-    episode = open_episode(db, patient.id)
-    assert episode is not None
-    choose_gestore(db, episode.id, coop.id, clinical_manager_id=gp.id, author="operator", at=AT, today=TODAY)
-    pact = draft_pact(db, episode.id, scopes=scopes, author="operator", at=AT)
-    sign_pact(db, pact.id, role="patient", signer="Anna Bianchi", signed_at=AT, author="operator", at=AT, today=TODAY)
-    sign_pact(
-        db, pact.id, role="clinical_manager", signer="Maria Rossi", signed_at=AT, author="operator", at=AT, today=TODAY
-    )
-    db.refresh(episode)
-    return Enrolled(patient, episode, coop, gp, pact)
+    patients = [db.query(Patient).filter_by(resident_id=resident_id).one() for resident_id in residents]
+    for ats_code in dict.fromkeys(p.ats_code for p in patients):
+        invite(db, ats_code, author="ats-operator", at=AT, today=TODAY)
+    result = []
+    for patient in patients:
+        episode = open_episode(db, patient.id)
+        assert episode is not None
+        choose_gestore(db, episode.id, coop.id, clinical_manager_id=gp.id, author="operator", at=AT, today=TODAY)
+        pact = draft_pact(db, episode.id, scopes=scopes, author="operator", at=AT)
+        for role, signer in (("patient", "Anna Bianchi"), ("clinical_manager", "Maria Rossi")):
+            sign_pact(db, pact.id, role=role, signer=signer, signed_at=AT, author="operator", at=AT, today=TODAY)
+        db.refresh(episode)
+        result.append(Enrolled(patient, episode, coop, gp, pact))
+    return result

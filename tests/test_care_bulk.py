@@ -28,14 +28,15 @@ from presa.care.service import (
     transition,
 )
 from presa.care.service.bulk import BulkPlanReport, generate_all_plans
-from presa.care.service.plans import ACTIVITY_COLUMNS
 from presa.care.store.audit import set_origin, trail
+from presa.care.store.calendars import ACTIVITY_COLUMNS, calendar_digest
 from presa.care.store.models import (
     AuditEvent,
     CarePact,
     CarePlanRecord,
     Patient,
-    PlanActivityRecord,
+    PlanCalendar,
+    PlanCalendarActivity,
     PlanStatus,
     PlanVersion,
 )
@@ -117,13 +118,13 @@ def plans_by_resident(db: Session) -> dict[str, CarePlanRecord]:
 
 
 def activity_rows(db: Session, plan: CarePlanRecord) -> list[tuple[Any, ...]]:
-    """Every stored column of the plan's activities but the row's and the version's ids, in insertion order."""
-    columns = [getattr(PlanActivityRecord, c) for c in ACTIVITY_COLUMNS if c != "version_id"]
+    """Every stored column of the plan's activities but the calendar's id and the position, in the plan's order."""
+    columns = [getattr(PlanCalendarActivity, c) for c in ACTIVITY_COLUMNS if c not in ("calendar_id", "position")]
     query = (
         select(*columns)
-        .join(PlanVersion, PlanVersion.id == PlanActivityRecord.version_id)
+        .join(PlanVersion, PlanVersion.calendar_id == PlanCalendarActivity.calendar_id)
         .where(PlanVersion.plan_id == plan.id)
-        .order_by(PlanActivityRecord.id)
+        .order_by(PlanCalendarActivity.position)
     )
     return [tuple(r) for r in db.execute(query)]
 
@@ -197,11 +198,15 @@ def test_counts_are_reported_and_a_second_run_generates_nothing(db: Session, pop
         db, author="ats-batch", start=START, at=LATER, chunk_size=2, on_progress=progress.append
     )
 
-    stored = db.scalar(select(func.count()).select_from(PlanActivityRecord))
-    service_rows = len(pure_activities(db, population.ids["TWIN_SERVICE"]))
-    expected = sum(len(pure_activities(db, population.ids[r])) for r in PROCESSABLE - {"TOO_OLD"})
+    stored = db.scalar(select(func.count()).select_from(PlanCalendarActivity))
+    planned = [pure_activities(db, population.ids[r]) for r in PROCESSABLE - {"TOO_OLD"}]
+    expected = sum(len(activities) for activities in planned)
     assert (report.plans, report.activities, report.start) == (6, expected, START)
-    assert stored == expected + service_rows
+    # Each distinct calendar is stored once, whichever plans share it (generate_plan's included).
+    calendars = {calendar_digest(a): len(a) for a in [*planned, pure_activities(db, population.ids["TWIN_SERVICE"])]}
+    assert len(calendars) < len(planned) + 1
+    assert db.scalar(select(func.count()).select_from(PlanCalendar)) == len(calendars)
+    assert stored == sum(calendars.values())
     assert report.chunks == 4 and report.seconds > 0  # 7 candidates (TOO_OLD among them) in chunks of 2
     assert report.distinct_plans == 5  # TWIN_BULK and TWIN_TOO share one calendar; TOO_OLD's merge is refused
     assert [p.chunks for p in progress] == [1, 2, 3, 4]
@@ -221,7 +226,7 @@ def test_counts_are_reported_and_a_second_run_generates_nothing(db: Session, pop
         ["TOO_OLD"],
     )
     assert db.scalar(select(func.count()).select_from(CarePlanRecord)) == 7
-    assert db.scalar(select(func.count()).select_from(PlanActivityRecord)) == stored
+    assert db.scalar(select(func.count()).select_from(PlanCalendarActivity)) == stored
     # A window that overlaps this year's plans is refused too; the next year's is free.
     assert generate_all_plans(db, author="ats-batch", start=START + timedelta(days=200), at=LATER).plans == 0
     assert generate_all_plans(db, author="ats-batch", start=year_after(START), at=LATER).plans == 7

@@ -3,15 +3,17 @@ refused once the care pact is revoked."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from presa.care.calendar import draft_care_plan, year_after
 from presa.care.enrolment import EpisodeState
+from presa.care.plan import CarePlan
 from presa.care.service import (
     CareError,
     ProcessingRefusedError,
@@ -27,9 +29,17 @@ from presa.care.service import (
     transition,
 )
 from presa.care.service.plans import offered_activities, plan_versions, plans_of
+from presa.care.store import downgrade, make_engine, upgrade
 from presa.care.store.audit import trail
-from presa.care.store.models import CarePlanRecord, Patient, PlanActivityRecord, PlanStatus, PlanVersion
-from tests.carebuilder import AT, TODAY, CareRuns, Enrolled, enrolled
+from presa.care.store.models import (
+    CarePlanRecord,
+    Patient,
+    PlanCalendar,
+    PlanCalendarActivity,
+    PlanStatus,
+    PlanVersion,
+)
+from tests.carebuilder import AT, TODAY, CareRuns, Enrolled, enrolled, enrolled_together
 
 START = date(2026, 3, 9)
 PATHOLOGIES = ("hypertension", "diabetes_type2")
@@ -72,7 +82,7 @@ def test_the_stored_plan_is_the_pure_plan(db: Session, care: Enrolled) -> None:
     both = {p.activity.key for p in loaded.activities if p.activity.pathways == ("diabetes_type2", "hypertension")}
     assert "gp_visit" in both and len(both) > 3
     assert len({p.activity.key for p in loaded.activities}) == len(pure.merged.activities)
-    rows = db.scalar(select(func.count()).select_from(PlanActivityRecord))
+    rows = db.scalar(select(func.count()).select_from(PlanCalendarActivity))
     assert rows == len(pure.activities) > 20
     [audit] = [a for a in trail(db, patient_id=care.patient.id) if a.entity == "care_plan"]
     assert (audit.action, audit.actor, audit.detail["activities"]) == ("generate", "dr.rossi", len(pure.activities))  # type: ignore[index]
@@ -214,3 +224,65 @@ def test_a_revoked_pact_refuses_new_plans_versions_and_activation(db: Session, c
     assert db.scalar(select(func.count()).select_from(CarePlanRecord)) == 1
     assert db.scalar(select(func.count()).select_from(PlanVersion)) == 1
     assert stored.status is PlanStatus.DRAFT and care.episode.state is EpisodeState.PACT_SIGNED
+
+
+def test_migration_0012_shares_the_stored_versions_calendars_and_gives_them_back(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """Versions stored before 0012 (one row per activity per version) get calendars, shared where identical; the
+    downgrade writes every version's activities back; each plan reads the same across both."""
+    engine = make_engine(empty_database)
+    try:
+        upgrade(engine)
+        runs = CareRuns(tmp_path)
+        with Session(engine) as db, db.begin():
+            first, second, third = enrolled_together(db, runs, dict.fromkeys(("R1", "R2", "R3"), PATHOLOGIES))
+            later_patient = third.patient.id
+            plans = [generate_plan(db, c.patient.id, start=START, author="dr.rossi", at=AT).id for c in (first, second)]
+            moved = load_plan(db, plans[0]).activities[3]
+            later = AT + timedelta(hours=1)
+            move_in_plan(
+                db,
+                plans[0],
+                activity_id=moved.id,
+                day=moved.day + timedelta(days=7),
+                reason="ferie",
+                author="dr.rossi",
+                at=later,
+            )
+            drop_from_plan(db, plans[1], activity_id=moved.id, reason="già eseguito", author="dr.rossi", at=later)
+        before = _every_version(engine, plans)
+        assert len({v.activities for v in before.values()}) == 3  # v1 twice, then two different personalisations
+
+        downgrade(engine, "0011")
+        with engine.connect() as connection:
+            per_version = connection.execute(
+                text(
+                    "SELECT v.plan_id, v.version, count(*) FROM plan_activities a "
+                    "JOIN care_plan_versions v ON v.id = a.version_id GROUP BY v.plan_id, v.version"
+                )
+            ).all()
+        assert {(p, v): n for p, v, n in per_version} == {k: len(plan.activities) for k, plan in before.items()}
+
+        upgrade(engine)
+        assert _every_version(engine, plans) == before
+        with Session(engine) as db:
+            assert db.scalar(select(func.count()).select_from(PlanCalendar)) == 3
+            shared = db.scalars(select(PlanVersion.calendar_id).where(PlanVersion.version == 1)).all()
+            assert len(shared) == 2 and len(set(shared)) == 1
+            # A plan generated after the migration with the same activities finds the migrated calendar.
+            plan = generate_plan(db, later_patient, start=START, author="dr.rossi", at=AT)
+            version = db.scalars(select(PlanVersion).where(PlanVersion.plan_id == plan.id)).one()
+            assert version.calendar_id == shared[0]
+            assert db.scalar(select(func.count()).select_from(PlanCalendar)) == 3
+    finally:
+        engine.dispose()
+
+
+def _every_version(engine: Engine, plan_ids: Sequence[int]) -> dict[tuple[int, int], CarePlan]:
+    with Session(engine) as db:
+        return {
+            (plan_id, version.version): load_plan(db, plan_id, version.version)
+            for plan_id in plan_ids
+            for version in plan_versions(db, plan_id)
+        }

@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0011"
+HEAD = "0012"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -137,6 +137,7 @@ def test_migrations_ship_as_package_data() -> None:
         "r0009_caregiver_reminders_scope.py",
         "r0010_patients_without_pseudonym_index.py",
         "r0011_executions_without_foreign_keys.py",
+        "r0012_shared_plan_calendars.py",
     ]
 
 

@@ -7,18 +7,19 @@ draft or active plan of the episode overlaps the 12 months from ``start``. Runni
 second time.
 
 Each plan is the pure core's (``presa.care.calendar.draft_care_plan``: ``merge_pathways``, then ``lay_calendar``),
-stored as ``generate_plan`` stores it: one ``care_plans`` row, version 1 in ``care_plan_versions``, its dated
-activities in ``plan_activities``, one audit row. The merge depends only on the set of pathologies, the level, the
-sex and the templates' age bracket (``TemplateSet.age_breakpoints``); the calendar only on the merged activities,
-the start and the patron saint's day of the municipality. So each distinct merge is made once, each distinct
-calendar laid once, and both are rendered once in the database's load format; a patient then costs two dictionary
-look-ups and a few string joins (``cache=False`` drafts every patient afresh, to measure what that saves).
+stored as ``generate_plan`` stores it: one ``care_plans`` row, version 1 in ``care_plan_versions`` naming its
+calendar of dated activities (``presa.care.store.calendars``: stored once per distinct calendar), one audit row.
+The merge depends only on the set of pathologies, the level, the sex and the templates' age bracket
+(``TemplateSet.age_breakpoints``); the calendar only on the merged activities, the start and the patron saint's
+day of the municipality. So each distinct merge is made once and rendered once in the database's load format,
+each distinct calendar laid and stored once; a patient then costs two dictionary look-ups and a few string joins
+(``cache=False`` drafts every patient afresh, to measure what that saves; their calendars are still stored once).
 
-Storage is the database's bulk load, never an ORM INSERT per row. On PostgreSQL every row goes in by COPY, as text
-assembled from those pre-rendered pieces: ``presa.care.store.bulk.bulk_insert`` would convert every value of every
-row in Python again, which for a region (millions of activity rows) costs more than the database takes to store
-them. On SQLite, executemany: ``bulk_insert`` for plans, versions and audit rows, the activities as the values
-SQLAlchemy's SQLite types bind. Ids of plans and versions are taken beforehand (from the sequences on
+Storage is the database's bulk load, never an ORM INSERT per row. On PostgreSQL plans, versions and audit rows go
+in by COPY, as text assembled from those pre-rendered pieces: ``presa.care.store.bulk.bulk_insert`` would convert
+every value of every row in Python again, which for a region costs more than the database takes to store them. On
+SQLite, executemany (``bulk_insert``). The calendars' activities, a few per distinct calendar, go through
+``bulk_insert`` on both. Ids of plans and versions are taken beforehand (from the sequences on
 PostgreSQL), so that versions and activities can name them. Candidates stream from one query in chunks of
 ``chunk_size`` patients, which bound the memory; ``on_progress`` gets the running totals after each chunk.
 Everything happens in the caller's transaction; nothing is committed.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -42,11 +43,12 @@ from sqlalchemy.orm import Session, aliased
 from presa.care.calendar import PatronDay, lay_calendar, patron_day, year_after
 from presa.care.pact import ConsentScope, PactStatus
 from presa.care.pdta import Sex, TemplateSet, default_templates
-from presa.care.plan import CarePlan, MergedPlan, PlanActivity, PlannedActivity, merge_pathways
+from presa.care.plan import MergedPlan, PlanActivity, PlannedActivity, merge_pathways
 from presa.care.service.common import now, today_in_italy
-from presa.care.service.plans import ACTIVITY_COLUMNS, PLANNABLE
+from presa.care.service.plans import PLANNABLE
 from presa.care.store.audit import origin, record
 from presa.care.store.bulk import bulk_insert, table_of
+from presa.care.store.calendars import calendar_digest, store_calendars
 from presa.care.store.models import (
     AuditEvent,
     CarePact,
@@ -54,7 +56,6 @@ from presa.care.store.models import (
     Episode,
     PactScope,
     Patient,
-    PlanActivityRecord,
     PlanStatus,
     PlanVersion,
 )
@@ -87,7 +88,7 @@ PLAN_COLUMNS = (
     "created_at",
     "created_by",
 )
-VERSION_COLUMNS = ("id", "plan_id", "version", "author", "created_at")
+VERSION_COLUMNS = ("id", "plan_id", "calendar_id", "version", "author", "created_at")
 AUDIT_COLUMNS = ("at", "actor", "remote_addr", "action", "entity", "entity_id", "patient_id", "detail")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -147,10 +148,14 @@ class _Merged:
 @dataclass(frozen=True, slots=True)
 class _Laid:
     """One distinct calendar - the merged activities laid from the start, without the patron saint's day - and its
-    dated activities, rendered by the store."""
+    digest, by which the store knows whether it has stored it."""
 
-    activities: int
-    rendered: Any
+    planned: tuple[PlannedActivity, ...]
+    digest: str
+
+    @property
+    def activities(self) -> int:
+        return len(self.planned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +220,7 @@ class _Planner:
         except ValueError as exc:
             return str(exc)
         self.laid += 1
-        return _Laid(len(plan.activities), self.store.render_activities(plan))
+        return _Laid(plan.activities, calendar_digest(plan.activities))
 
 
 def generate_all_plans(
@@ -269,7 +274,8 @@ def generate_all_plans(
             chosen.append(_Candidate(episode_id, patient_id, pact_id, municipality, age, *planned))
         if chosen:
             plan_ids, version_ids = store.reserve_ids(len(chosen))
-            store.write(chosen, plan_ids, version_ids)
+            calendar_ids = store.calendar_ids(c.laid for c in chosen)
+            store.write(chosen, plan_ids, version_ids, calendar_ids)
         plans += len(chosen)
         activities += sum(c.laid.activities for c in chosen)
         chunks += 1
@@ -339,6 +345,14 @@ class _Store:
 
     def __init__(self, connection: Connection, run: _Run) -> None:
         self.connection, self.run = connection, run
+        self._calendars: dict[str, int] = {}
+
+    def calendar_ids(self, laid: Iterable[_Laid]) -> dict[str, int]:
+        """Each calendar's id by its digest, the calendars met for the first time stored (or found stored)."""
+        new = {c.digest: c.planned for c in laid if c.digest not in self._calendars}
+        if new:
+            self._calendars.update(store_calendars(self.connection, new))
+        return self._calendars
 
     def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
         raise NotImplementedError
@@ -350,10 +364,13 @@ class _Store:
     def render_merge(self, merged: MergedPlan) -> Any:
         raise NotImplementedError
 
-    def render_activities(self, plan: CarePlan) -> Any:
-        raise NotImplementedError
-
-    def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
+    def write(
+        self,
+        chosen: Sequence[_Candidate],
+        plan_ids: Sequence[int],
+        version_ids: Sequence[int],
+        calendar_ids: Mapping[str, int],
+    ) -> None:
         raise NotImplementedError
 
 
@@ -376,7 +393,6 @@ class _PostgresStore(_Store):
         self._version_tail = f"\t1\t{author}\t{at}\n"
         self._audit_head = f"{at}\t{author}\t{_text(run.remote_addr)}\tgenerate\tcare_plan\t"
         self._audit_detail = _text('{"start": ' + _json(run.start.isoformat()) + ', "activities": ')
-        self._activity_parts: dict[PlanActivity, str] = {}
 
     def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
         # A cursor is planned for its first rows (cursor_tuple_fraction 0.1: nested loops); all of them are wanted.
@@ -409,11 +425,13 @@ class _PostgresStore(_Store):
         middle = "\t".join((str(merged.level), _text(merged.sex), *(_text(_json(v)) for v in lists)))
         return _MergeText(middle, _text(', "pathways": ' + _json(merged.pathways) + "}"))
 
-    def render_activities(self, plan: CarePlan) -> tuple[str, ...]:
-        """Each activity as the tail of one line of COPY text: a tab, then every column after ``version_id``."""
-        return tuple(self._activity_tail(p) for p in plan.activities)
-
-    def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
+    def write(
+        self,
+        chosen: Sequence[_Candidate],
+        plan_ids: Sequence[int],
+        version_ids: Sequence[int],
+        calendar_ids: Mapping[str, int],
+    ) -> None:
         plan_tail, version_tail = self._plan_tail, self._version_tail
         audit_head, audit_detail = self._audit_head, self._audit_detail
 
@@ -425,15 +443,8 @@ class _PostgresStore(_Store):
                 yield plan_tail
 
         def versions() -> Iterator[str]:
-            for version_id, plan_id in zip(version_ids, plan_ids, strict=True):
-                yield f"{version_id}\t{plan_id}{version_tail}"
-
-        def activities() -> Iterator[str]:
-            for version_id, c in zip(version_ids, chosen, strict=True):
-                tails: tuple[str, ...] = c.laid.rendered
-                if tails:
-                    prefix = str(version_id)
-                    yield prefix + ("\n" + prefix).join(tails) + "\n"
+            for version_id, plan_id, c in zip(version_ids, plan_ids, chosen, strict=True):
+                yield f"{version_id}\t{plan_id}\t{calendar_ids[c.laid.digest]}{version_tail}"
 
         def audit() -> Iterator[str]:
             for plan_id, c in zip(plan_ids, chosen, strict=True):
@@ -442,7 +453,6 @@ class _PostgresStore(_Store):
 
         self._copy(CarePlanRecord, PLAN_COLUMNS, plans())
         self._copy(PlanVersion, VERSION_COLUMNS, versions())
-        self._copy(PlanActivityRecord, ACTIVITY_COLUMNS, activities())
         self._copy(AuditEvent, AUDIT_COLUMNS, audit())
 
     def _copy(self, model: type[Any], columns: Sequence[str], pieces: Iterator[str]) -> None:
@@ -459,27 +469,6 @@ class _PostgresStore(_Store):
                     batch.clear()
             if batch:
                 copy.write("".join(batch))
-
-    def _activity_tail(self, planned: PlannedActivity) -> str:
-        activity = planned.activity
-        part = self._activity_parts.get(activity)
-        if part is None:
-            a = activity
-            values = (
-                a.key,
-                a.code,
-                a.kind,
-                a.discipline,
-                a.provider,
-                a.description_it,
-                a.description_en,
-                repr(float(a.times_per_year)),
-                "t" if a.precedes_visit else "f",
-                _json(a.pathways),
-                _json(a.conditions),
-            )
-            part = self._activity_parts[activity] = "".join("\t" + _text(v) for v in values)
-        return f"\t{_text(planned.id)}\t{planned.day.isoformat()}\t{_text(planned.origin)}{part}"
 
     def _driver(self) -> Any:
         driver = self.connection.connection.driver_connection
@@ -508,11 +497,13 @@ class _SqliteStore(_Store):
     def render_merge(self, merged: MergedPlan) -> None:
         return None  # plans and audit rows go through bulk_insert, from the merge's lists
 
-    def render_activities(self, plan: CarePlan) -> tuple[tuple[Any, ...], ...]:
-        """Each activity as the values SQLAlchemy's SQLite types would bind, but ``version_id``."""
-        return tuple(_sqlite_values(p) for p in plan.activities)
-
-    def write(self, chosen: Sequence[_Candidate], plan_ids: Sequence[int], version_ids: Sequence[int]) -> None:
+    def write(
+        self,
+        chosen: Sequence[_Candidate],
+        plan_ids: Sequence[int],
+        version_ids: Sequence[int],
+        calendar_ids: Mapping[str, int],
+    ) -> None:
         run, connection = self.run, self.connection
         plans = list(zip(plan_ids, chosen, strict=True))
 
@@ -533,13 +524,11 @@ class _SqliteStore(_Store):
             connection,
             table_of(PlanVersion),
             VERSION_COLUMNS,
-            ((v, p, 1, run.author, run.at) for v, p in zip(version_ids, plan_ids, strict=True)),
+            (
+                (v, p, calendar_ids[c.laid.digest], 1, run.author, run.at)
+                for v, p, c in zip(version_ids, plan_ids, chosen, strict=True)
+            ),
         )
-        marks = ", ".join("?" * len(ACTIVITY_COLUMNS))
-        statement = f"INSERT INTO {table_of(PlanActivityRecord).name} ({', '.join(ACTIVITY_COLUMNS)}) VALUES ({marks})"
-        rows = [(v, *values) for v, c in zip(version_ids, chosen, strict=True) for values in c.laid.rendered]
-        if rows:
-            connection.exec_driver_sql(statement, rows)
         bulk_insert(connection, table_of(AuditEvent), AUDIT_COLUMNS, (audit_row(p, c) for p, c in plans))
 
 
@@ -551,23 +540,3 @@ def _text(value: str | None) -> str:
 def _json(value: Any) -> str:
     """JSON as ``presa.care.store.bulk`` writes it."""
     return json.dumps(value, ensure_ascii=False)
-
-
-def _sqlite_values(planned: PlannedActivity) -> tuple[Any, ...]:
-    a = planned.activity
-    return (
-        planned.id,
-        planned.day.isoformat(),
-        planned.origin,
-        a.key,
-        a.code,
-        a.kind,
-        a.discipline,
-        a.provider,
-        a.description_it,
-        a.description_en,
-        float(a.times_per_year),
-        int(a.precedes_visit),
-        json.dumps(list(a.pathways)),
-        json.dumps(list(a.conditions)),
-    )

@@ -6,8 +6,9 @@ after its revocation - no plan is generated, no version added, nothing activated
 
 Storage: one ``care_plans`` row per patient and plan year (what it was built from: level, age, sex, pathologies,
 pathways, the templates' digest), one ``care_plan_versions`` row per version (author, time, and for versions after
-the first the change: add, drop or move, with its reason), and each version's full set of dated activities in
-``plan_activities``, with the pathways that asked for each. Activities are bulk-inserted.
+the first the change: add, drop or move, with its reason), and each version's full set of dated activities, with
+the pathways that asked for each, as its calendar: stored once and shared by every version with the same activities
+(``presa.care.store.calendars``), in bulk.
 """
 
 from __future__ import annotations
@@ -40,35 +41,18 @@ from presa.care.service.common import CareError, get, now, today_in_italy
 from presa.care.service.episodes import apply_transition, episode_for_update, open_episode
 from presa.care.service.pacts import require_processing
 from presa.care.store.audit import record
-from presa.care.store.bulk import bulk_insert, table_of
+from presa.care.store.calendars import store_calendar
 from presa.care.store.models import (
     CarePlanRecord,
     Episode,
     Patient,
-    PlanActivityRecord,
+    PlanCalendarActivity,
     PlanStatus,
     PlanVersion,
 )
 
 PLANNABLE: frozenset[EpisodeState] = frozenset(
     {EpisodeState.PACT_SIGNED, EpisodeState.PAI_ACTIVE, EpisodeState.SUSPENDED}
-)
-ACTIVITY_COLUMNS = (
-    "version_id",
-    "activity_id",
-    "day",
-    "origin",
-    "key",
-    "code",
-    "kind",
-    "discipline",
-    "provider",
-    "description_it",
-    "description_en",
-    "times_per_year",
-    "precedes_visit",
-    "pathways",
-    "conditions",
 )
 
 
@@ -123,10 +107,9 @@ def generate_plan(
     )
     session.add(record_)
     session.flush()
-    version = PlanVersion(plan_id=record_.id, version=1, author=author, created_at=at)
-    session.add(version)
+    calendar_id = store_calendar(session.connection(), plan.activities)
+    session.add(PlanVersion(plan_id=record_.id, calendar_id=calendar_id, version=1, author=author, created_at=at))
     session.flush()
-    _store_activities(session, version.id, plan.activities)
     record(
         session,
         actor=author,
@@ -152,9 +135,9 @@ def load_plan(session: Session, plan_id: int, version: int | None = None) -> Car
     if not versions or versions[-1].version != wanted:
         raise CareError(f"care plan {plan_id} has no version {wanted} (its latest is {stored.current_version})")
     rows = session.scalars(
-        select(PlanActivityRecord)
-        .where(PlanActivityRecord.version_id == versions[-1].id)
-        .order_by(PlanActivityRecord.day, PlanActivityRecord.id)
+        select(PlanCalendarActivity)
+        .where(PlanCalendarActivity.calendar_id == versions[-1].calendar_id)
+        .order_by(PlanCalendarActivity.position)
     ).all()
     shared: dict[tuple[Any, ...], PlanActivity] = {}
     planned = tuple(PlannedActivity(r.activity_id, r.day, _activity(r, shared), _origin(r.origin)) for r in rows)
@@ -372,6 +355,7 @@ def _save_version(session: Session, stored: CarePlanRecord, plan: CarePlan) -> C
     change = plan.changes[-1]
     version = PlanVersion(
         plan_id=stored.id,
+        calendar_id=store_calendar(session.connection(), plan.activities),
         version=plan.version,
         author=change.author,
         created_at=change.at,
@@ -383,7 +367,6 @@ def _save_version(session: Session, stored: CarePlanRecord, plan: CarePlan) -> C
     )
     session.add(version)
     session.flush()
-    _store_activities(session, version.id, plan.activities)
     stored.current_version = plan.version
     session.flush()
     record(
@@ -399,36 +382,7 @@ def _save_version(session: Session, stored: CarePlanRecord, plan: CarePlan) -> C
     return stored
 
 
-def _store_activities(session: Session, version_id: int, activities: Sequence[PlannedActivity]) -> None:
-    bulk_insert(
-        session.connection(),
-        table_of(PlanActivityRecord),
-        ACTIVITY_COLUMNS,
-        (
-            (
-                version_id,
-                p.id,
-                p.day,
-                p.origin,
-                a.key,
-                a.code,
-                a.kind,
-                a.discipline,
-                a.provider,
-                a.description_it,
-                a.description_en,
-                a.times_per_year,
-                a.precedes_visit,
-                list(a.pathways),
-                list(a.conditions),
-            )
-            for p in activities
-            for a in (p.activity,)
-        ),
-    )
-
-
-def _activity(row: PlanActivityRecord, shared: dict[tuple[Any, ...], PlanActivity]) -> PlanActivity:
+def _activity(row: PlanCalendarActivity, shared: dict[tuple[Any, ...], PlanActivity]) -> PlanActivity:
     fields = (
         row.key,
         row.code,

@@ -35,7 +35,7 @@ from presa.care.service.organisations import network
 from presa.care.service.pacts import require_processing
 from presa.care.store.audit import record
 from presa.care.store.bulk import table_of
-from presa.care.store.models import CarePlanRecord, Episode, PlanActivityRecord, PlanStatus, PlanVersion, Provider
+from presa.care.store.models import CarePlanRecord, Episode, PlanCalendarActivity, PlanStatus, PlanVersion, Provider
 from presa.followup.availability import Closure, Opening, expand
 from presa.followup.rules import ITALY, Window, activity_window, code_stem, italian_day, same_family
 from presa.followup.service import reminders, worklist
@@ -237,7 +237,7 @@ class PlannedActivity:
 def planned_activity(session: Session, plan_id: int, activity_id: str) -> PlannedActivity:
     """An activity of the plan's current version, with what booking needs to know of it."""
     row = session.execute(
-        _activities_query().where(CarePlanRecord.id == plan_id, PlanActivityRecord.activity_id == activity_id)
+        _activities_query().where(CarePlanRecord.id == plan_id, PlanCalendarActivity.activity_id == activity_id)
     ).first()
     if row is None:
         raise CareError(f"care plan {plan_id} has no activity '{activity_id}' in its current version")
@@ -250,17 +250,17 @@ def _activities_query() -> Select[int, int, int | None, str, str | None, date, f
             CarePlanRecord.id,
             CarePlanRecord.patient_id,
             Episode.gestore_id,
-            PlanActivityRecord.activity_id,
-            PlanActivityRecord.code,
-            PlanActivityRecord.day,
-            PlanActivityRecord.times_per_year,
-            PlanActivityRecord.description_it,
+            PlanCalendarActivity.activity_id,
+            PlanCalendarActivity.code,
+            PlanCalendarActivity.day,
+            PlanCalendarActivity.times_per_year,
+            PlanCalendarActivity.description_it,
         )
         .join(
             PlanVersion,
             and_(PlanVersion.plan_id == CarePlanRecord.id, PlanVersion.version == CarePlanRecord.current_version),
         )
-        .join(PlanActivityRecord, PlanActivityRecord.version_id == PlanVersion.id)
+        .join(PlanCalendarActivity, PlanCalendarActivity.calendar_id == PlanVersion.calendar_id)
         .join(Episode, Episode.id == CarePlanRecord.episode_id)
     )
 
@@ -475,18 +475,18 @@ def preview_plan_booking(session: Session, plan_id: int, *, at: datetime | None 
     today = italian_day(at)
     booked = exists().where(
         Booking.plan_id == CarePlanRecord.id,
-        Booking.activity_id == PlanActivityRecord.activity_id,
+        Booking.activity_id == PlanCalendarActivity.activity_id,
         Booking.status == BookingStatus.BOOKED,
     )
     done = exists().where(
         ActivityOutcome.plan_id == CarePlanRecord.id,
-        ActivityOutcome.activity_id == PlanActivityRecord.activity_id,
+        ActivityOutcome.activity_id == PlanCalendarActivity.activity_id,
         ActivityOutcome.outcome != Outcome.MISSED,
     )
     rows = session.execute(
         _activities_query()
-        .where(CarePlanRecord.id == plan.id, PlanActivityRecord.code.is_not(None), ~booked, ~done)
-        .order_by(PlanActivityRecord.day, PlanActivityRecord.activity_id)
+        .where(CarePlanRecord.id == plan.id, PlanCalendarActivity.code.is_not(None), ~booked, ~done)
+        .order_by(PlanCalendarActivity.day, PlanCalendarActivity.activity_id)
     ).all()
     used: set[int] = set()
     used_days: set[date] = set()

@@ -77,7 +77,7 @@ from presa.care.store.models import (
     CarePlanRecord,
     Episode,
     Patient,
-    PlanActivityRecord,
+    PlanCalendarActivity,
     PlanStatus,
     PlanVersion,
 )
@@ -567,20 +567,20 @@ class _Recompute:
 
     def _occurrences(self, *columns: Any) -> Select[Any]:
         """The coded activities of the current version of the plans being reconciled."""
-        c, a, rp = CarePlanRecord, PlanActivityRecord, RECON_PLANS.c
+        c, a, rp = CarePlanRecord, PlanCalendarActivity, RECON_PLANS.c
         return (
             select(*columns)
             .select_from(c)
             .join(RECON_PLANS, rp.plan_id == c.id)
             .join(PlanVersion, and_(PlanVersion.plan_id == c.id, PlanVersion.version == c.current_version))
-            .join(a, a.version_id == PlanVersion.id)
+            .join(a, a.calendar_id == PlanVersion.calendar_id)
             .where(a.code.is_not(None))
         )
 
     def _closing_now(self) -> list[ColumnElement[bool]]:
         """Windows that close between the coverage before this load and after it (day first, for its index)."""
         assert self.as_of is not None
-        day, closes = PlanActivityRecord.day, self._closes()
+        day, closes = PlanCalendarActivity.day, self._closes()
         window = [day < self.as_of, closes < self.as_of]
         if self.previous is not None:
             window += [day >= self.previous - timedelta(days=DAYS_IN_YEAR // 2 + 1), closes >= self.previous]
@@ -603,7 +603,7 @@ class _Recompute:
         )
         # The plans' codes with their stems (a few hundred): every join on a code family is then an equi-join.
         codes = session.scalars(
-            select(PlanActivityRecord.code).where(PlanActivityRecord.code.is_not(None)).distinct()
+            select(PlanCalendarActivity.code).where(PlanCalendarActivity.code.is_not(None)).distinct()
         ).all()
         self.stems = {code: code_stem(code) for code in codes if code is not None}
         bulk_insert(connection, RECON_CODES, ("code", "stem"), self.stems.items())
@@ -612,7 +612,7 @@ class _Recompute:
                 insert(RECON_CLOSING).from_select(
                     ["patient_id", "stem"],
                     self._occurrences(CarePlanRecord.patient_id, RECON_CODES.c.stem)
-                    .join(RECON_CODES, RECON_CODES.c.code == PlanActivityRecord.code)
+                    .join(RECON_CODES, RECON_CODES.c.code == PlanCalendarActivity.code)
                     .where(*self._closing_now())
                     .distinct(),
                 )
@@ -650,7 +650,7 @@ class _Recompute:
         """The occurrences of the served groups, whole; of the other groups, those whose window has closed (plans of
         (c)) or closes now; each with its stored outcome. The services of the served groups. The stored rows of the
         plans of (c), which go when nothing wants them any more."""
-        x, sc, o, a = RECON_SERVED.c, RECON_SERVED_CODES.c, aliased(ActivityOutcome), PlanActivityRecord
+        x, sc, o, a = RECON_SERVED.c, RECON_SERVED_CODES.c, aliased(ActivityOutcome), PlanCalendarActivity
         columns = (CarePlanRecord.patient_id, CarePlanRecord.id, a.activity_id, a.day, a.code, a.times_per_year,
                    o.id, o.source, *(getattr(o, k) for k in STORED))  # fmt: skip
         stored = and_(o.plan_id == CarePlanRecord.id, o.activity_id == a.activity_id)
@@ -780,7 +780,7 @@ class _Recompute:
             return rows
 
     def _closes(self) -> ColumnElement[date]:
-        return window_closes_sql(PlanActivityRecord.day, PlanActivityRecord.times_per_year, self.dialect)
+        return window_closes_sql(PlanCalendarActivity.day, PlanCalendarActivity.times_per_year, self.dialect)
 
 
 # --- the rules as SQL, for choosing rows (the rules themselves run in Python) -------------------------------------
@@ -816,12 +816,12 @@ def mark_done(
     if done_on > italian_day(at):
         raise CareError(f"done on {done_on.isoformat()}: that is in the future")
     activity = session.execute(
-        select(PlanActivityRecord.day, PlanActivityRecord.times_per_year)
-        .join(PlanVersion, PlanVersion.id == PlanActivityRecord.version_id)
+        select(PlanCalendarActivity.day, PlanCalendarActivity.times_per_year)
+        .join(PlanVersion, PlanVersion.calendar_id == PlanCalendarActivity.calendar_id)
         .where(
             PlanVersion.plan_id == plan.id,
             PlanVersion.version == plan.current_version,
-            PlanActivityRecord.activity_id == activity_id,
+            PlanCalendarActivity.activity_id == activity_id,
         )
     ).first()
     if activity is None:

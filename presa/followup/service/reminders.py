@@ -36,7 +36,7 @@ from presa.care.store.models import (
     CarePlanRecord,
     Gestore,
     Patient,
-    PlanActivityRecord,
+    PlanCalendarActivity,
     PlanStatus,
     PlanVersion,
     Provider,
@@ -223,28 +223,28 @@ def enqueue_todo_reminders(
     due = today + timedelta(days=settings.reminders.todo_lead_days)
     done = select(ActivityOutcome.id).where(
         ActivityOutcome.plan_id == CarePlanRecord.id,
-        ActivityOutcome.activity_id == PlanActivityRecord.activity_id,
+        ActivityOutcome.activity_id == PlanCalendarActivity.activity_id,
         ActivityOutcome.outcome != "missed",
     )
     rows = session.execute(
         select(
             CarePlanRecord.patient_id,
             CarePlanRecord.id,
-            PlanActivityRecord.activity_id,
-            PlanActivityRecord.day,
-            PlanActivityRecord.description_it,
+            PlanCalendarActivity.activity_id,
+            PlanCalendarActivity.day,
+            PlanCalendarActivity.description_it,
         )
         .join(
             PlanVersion,
             and_(PlanVersion.plan_id == CarePlanRecord.id, PlanVersion.version == CarePlanRecord.current_version),
         )
-        .join(PlanActivityRecord, PlanActivityRecord.version_id == PlanVersion.id)
+        .join(PlanCalendarActivity, PlanCalendarActivity.calendar_id == PlanVersion.calendar_id)
         .where(
             CarePlanRecord.status == PlanStatus.ACTIVE,
             processable(CarePlanRecord.patient_id),
-            PlanActivityRecord.code.is_(None),
-            PlanActivityRecord.day > today,
-            PlanActivityRecord.day <= due,
+            PlanCalendarActivity.code.is_(None),
+            PlanCalendarActivity.day > today,
+            PlanCalendarActivity.day <= due,
             ~done.exists(),
         )
     ).all()
@@ -329,9 +329,9 @@ def _cancel(session: Session, condition: object, reason: str, at: datetime) -> i
 def _description(session: Session, plan_id: int, activity_id: str) -> str:
     plan = get(session, CarePlanRecord, plan_id, "care plan")
     text = session.scalar(
-        select(PlanActivityRecord.description_it)
-        .join(PlanVersion, PlanVersion.id == PlanActivityRecord.version_id)
-        .where(PlanVersion.plan_id == plan.id, PlanActivityRecord.activity_id == activity_id)
+        select(PlanCalendarActivity.description_it)
+        .join(PlanVersion, PlanVersion.calendar_id == PlanCalendarActivity.calendar_id)
+        .where(PlanVersion.plan_id == plan.id, PlanCalendarActivity.activity_id == activity_id)
         .order_by(PlanVersion.version.desc())
         .limit(1)
     )

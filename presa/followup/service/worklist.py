@@ -52,7 +52,7 @@ from presa.care.store.models import (
     CarePlanRecord,
     Episode,
     Patient,
-    PlanActivityRecord,
+    PlanCalendarActivity,
     PlanStatus,
     PlanVersion,
     RoleKind,
@@ -431,31 +431,31 @@ def _activity_items(session: Session, today: date, gestore_id: int | None, setti
             CarePlanRecord.patient_id,
             Episode.gestore_id,
             Episode.case_manager_id,
-            PlanActivityRecord.activity_id,
-            PlanActivityRecord.day,
-            PlanActivityRecord.code,
-            PlanActivityRecord.kind,
-            PlanActivityRecord.description_en,
+            PlanCalendarActivity.activity_id,
+            PlanCalendarActivity.day,
+            PlanCalendarActivity.code,
+            PlanCalendarActivity.kind,
+            PlanCalendarActivity.description_en,
             Slot.day,
         )
         .join(
             PlanVersion,
             and_(PlanVersion.plan_id == CarePlanRecord.id, PlanVersion.version == CarePlanRecord.current_version),
         )
-        .join(PlanActivityRecord, PlanActivityRecord.version_id == PlanVersion.id)
+        .join(PlanCalendarActivity, PlanCalendarActivity.calendar_id == PlanVersion.calendar_id)
         .join(Episode, Episode.id == CarePlanRecord.episode_id)
         .outerjoin(
             ActivityOutcome,
             and_(
                 ActivityOutcome.plan_id == CarePlanRecord.id,
-                ActivityOutcome.activity_id == PlanActivityRecord.activity_id,
+                ActivityOutcome.activity_id == PlanCalendarActivity.activity_id,
             ),
         )
         .outerjoin(
             live,
             and_(
                 live.plan_id == CarePlanRecord.id,
-                live.activity_id == PlanActivityRecord.activity_id,
+                live.activity_id == PlanCalendarActivity.activity_id,
                 live.status == BookingStatus.BOOKED,
             ),
         )
@@ -463,8 +463,8 @@ def _activity_items(session: Session, today: date, gestore_id: int | None, setti
         .where(
             CarePlanRecord.status == PlanStatus.ACTIVE,
             processable(CarePlanRecord.patient_id),
-            PlanActivityRecord.day >= today - timedelta(days=w.overdue_lookback_days),
-            PlanActivityRecord.day <= today + timedelta(days=w.booking_horizon_days),
+            PlanCalendarActivity.day >= today - timedelta(days=w.overdue_lookback_days),
+            PlanCalendarActivity.day <= today + timedelta(days=w.booking_horizon_days),
             or_(ActivityOutcome.id.is_(None), ActivityOutcome.outcome == Outcome.MISSED),
         )
     )

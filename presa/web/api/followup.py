@@ -29,7 +29,7 @@ from presa.care.service.common import CareError, now, today_in_italy
 from presa.care.service.organisations import network
 from presa.care.service.pacts import can_process, require_processing
 from presa.care.service.plans import plans_of
-from presa.care.store.models import CarePlanRecord, Patient, PlanActivityRecord, PlanStatus, PlanVersion, Provider
+from presa.care.store.models import CarePlanRecord, Patient, PlanCalendarActivity, PlanStatus, PlanVersion, Provider
 from presa.followup.rules import activity_window, next_action
 from presa.followup.service.booking import (
     PlannedActivity,
@@ -645,10 +645,10 @@ def _timeline_plan(
     live: dict[tuple[int, str], int],
 ) -> TimelinePlanOut:
     rows = session.scalars(
-        select(PlanActivityRecord)
-        .join(PlanVersion, PlanVersion.id == PlanActivityRecord.version_id)
+        select(PlanCalendarActivity)
+        .join(PlanVersion, PlanVersion.calendar_id == PlanCalendarActivity.calendar_id)
         .where(PlanVersion.plan_id == plan.id, PlanVersion.version == plan.current_version)
-        .order_by(PlanActivityRecord.day, PlanActivityRecord.activity_id)
+        .order_by(PlanCalendarActivity.day, PlanCalendarActivity.activity_id)
     ).all()
     activities = []
     for a in rows:

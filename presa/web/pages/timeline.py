@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from presa.care.service.common import now, today_in_italy
 from presa.care.service.pacts import can_process
 from presa.care.service.plans import plans_of
-from presa.care.store.models import CarePlanRecord, PlanActivityRecord, PlanStatus, PlanVersion, Provider
+from presa.care.store.models import CarePlanRecord, PlanCalendarActivity, PlanStatus, PlanVersion, Provider
 from presa.followup.rules import activity_window
 from presa.followup.store import (
     ActivityOutcome,
@@ -141,12 +141,12 @@ def plan_activities(db: Session, plan_ids: Sequence[int]) -> list[Activity]:
     """The activities of the plans' current versions, in one query."""
     if not plan_ids:
         return []
-    a = PlanActivityRecord
+    a = PlanCalendarActivity
     rows = db.execute(
         select(CarePlanRecord.id, a.activity_id, a.day, a.code, a.kind, a.description_it, a.description_en,
                a.times_per_year)
         .join(PlanVersion, PlanVersion.plan_id == CarePlanRecord.id)
-        .join(a, a.version_id == PlanVersion.id)
+        .join(a, a.calendar_id == PlanVersion.calendar_id)
         .where(CarePlanRecord.id.in_(plan_ids), PlanVersion.version == CarePlanRecord.current_version)
         .order_by(a.day, a.activity_id)
     )  # fmt: skip

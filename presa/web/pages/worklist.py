@@ -27,7 +27,7 @@ from presa.care.service.pacts import require_processing
 from presa.care.store.models import (
     CarePlanRecord,
     Patient,
-    PlanActivityRecord,
+    PlanCalendarActivity,
     PlanVersion,
     Practitioner,
     PractitionerRole,
@@ -115,12 +115,12 @@ def activity_names(page: Page, items: Sequence[WorkItem]) -> dict[tuple[int, str
     if not plans or not ids:
         return {}
     rows = page.db.execute(
-        select(CarePlanRecord.id, PlanActivityRecord.activity_id, PlanActivityRecord.description_it,
-               PlanActivityRecord.description_en)
+        select(CarePlanRecord.id, PlanCalendarActivity.activity_id, PlanCalendarActivity.description_it,
+               PlanCalendarActivity.description_en)
         .join(PlanVersion, and_(PlanVersion.plan_id == CarePlanRecord.id,
                                 PlanVersion.version == CarePlanRecord.current_version))
-        .join(PlanActivityRecord, PlanActivityRecord.version_id == PlanVersion.id)
-        .where(CarePlanRecord.id.in_(plans), PlanActivityRecord.activity_id.in_(ids))
+        .join(PlanCalendarActivity, PlanCalendarActivity.calendar_id == PlanVersion.calendar_id)
+        .where(CarePlanRecord.id.in_(plans), PlanCalendarActivity.activity_id.in_(ids))
     )  # fmt: skip
     return {(plan, activity): it if page.lang == "it" else en for plan, activity, it, en in rows}
 
