@@ -12,12 +12,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.exc import StatementError
 
 from presa.auth.models import Account
 from presa.care.store import make_engine, session_factory
 from presa.care.store.models import Patient
-from presa.web.access import patients_query, visible
+from presa.web.access import patients_query, visibility, visible
 from presa.web.deps import actor_of
 from tests.conftest import Api
 
@@ -389,15 +390,26 @@ def test_each_account_lists_exactly_its_patients(api: Api) -> None:
 
 def test_the_per_row_scope_of_the_lists_is_exactly_the_scope_for_every_account(api_database: str, api: Api) -> None:
     """``visible`` (what the follow-up lists carry, a probe per row) and ``patients_query`` (the patients pages and
-    the API list) are two statements of one scope: they must name the same patients for every account."""
+    the API list) are two statements of one scope: they must name the same patients for every account. So must
+    ``visibility``'s condition, built once per form and run with each account's values (the API's work list); run
+    without them it fails rather than show the patients of the account it was built for."""
     engine = make_engine(api_database)
     try:
         with session_factory(engine)() as db:
             accounts = list(db.scalars(select(Account)))
             assert len({a.role for a in accounts}) == len(ROLE_ACCOUNTS)
+            built: dict[str, Select[int]] = {}
             for account in accounts:
                 actor = actor_of(db, account, 0, None)
                 exact = {p.id for p, _ in db.execute(patients_query(actor))}
                 assert set(db.scalars(select(Patient.id).where(visible(actor, Patient.id)))) == exact, account.username
+                scope = visibility(actor)
+                once = built.setdefault(scope.form, select(Patient.id).where(scope.condition(Patient.id)))
+                assert set(db.scalars(once, scope.values)) == exact, account.username
+            assert len(built) >= 4
+            for statement in built.values():
+                with pytest.raises(StatementError, match="A value is required for bind parameter 'scope_"):
+                    db.scalars(statement).all()
+                db.rollback()
     finally:
         engine.dispose()

@@ -16,6 +16,7 @@ import httpx
 
 from presa.care.calendar import national_holidays
 from presa.care.service.common import today_in_italy
+from presa.web.api.followup import PseudonymousWorkItemOut, WorkItemOut, WorkListOut
 from tests.conftest import Api
 
 FOLLOWUP_WORLD = True
@@ -94,6 +95,16 @@ def test_the_case_manager_works_the_list(api: Api) -> None:
     until = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     snoozed = as_("case1", "POST", f"/api/work-items/{unbooked['id']}/snooze", json={"until": until, "reason": "away"})
     assert snoozed.json()["status"] == "snoozed" and count() == total - 1 and count(include_snoozed="true") == total
+    # The list writes its rows without the response models; they read exactly as the models write them.
+    listed = as_("case1", "GET", "/api/work-items", params={"limit": 500, "include_snoozed": "true"}).json()
+    assert next(i for i in listed["items"] if i["id"] == unbooked["id"]) == snoozed.json()
+    assert WorkListOut.model_validate(listed).model_dump(mode="json") == listed
+    for item in listed["items"]:
+        assert list(item) == list(WorkItemOut.model_fields)
+        assert WorkItemOut.model_validate(item).model_dump(mode="json") == item
+    for item in analyst:
+        assert list(item) == list(PseudonymousWorkItemOut.model_fields)
+        assert PseudonymousWorkItemOut.model_validate(item).model_dump(mode="json") == item
     closed = as_("case1", "POST", f"/api/work-items/{unbooked['id']}/close", json={"outcome": "booked by phone"})
     assert closed.json()["status"] == "closed" and count(include_snoozed="true") == total - 1
     again = http.post(f"/api/work-items/{unbooked['id']}/close", json={"outcome": "x"}, headers=w.headers("case1"))

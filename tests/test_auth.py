@@ -120,7 +120,8 @@ def test_tokens_are_stored_hashed_expire_and_can_be_revoked(db: Session) -> None
     stored = db.execute(text("SELECT token_hash FROM api_tokens")).scalars().all()
     assert stored == [hashlib.sha256(issued.token.encode()).hexdigest()]  # the token itself is nowhere
     assert authenticate_token(db, issued.token, at=AT + timedelta(minutes=59)).id == account.id
-    assert issued.record.last_used_at == AT + timedelta(minutes=59)
+    last_used = select(ApiToken.last_used_at).where(ApiToken.id == issued.record.id)
+    assert db.scalar(last_used) == AT + timedelta(minutes=59)  # written by the check, in its transaction
 
     with pytest.raises(AuthError, match="invalid or expired token"):
         authenticate_token(db, issued.token, at=AT + timedelta(hours=1))

@@ -24,12 +24,14 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from presa.auth.models import GESTORE_ROLES, PRACTITIONER_ROLES, Account, ApiToken, Role
 from presa.care.service.common import CareError, get, now
 from presa.care.store.audit import record
+from presa.care.store.bulk import table_of
+from presa.care.store.models import Practitioner
 
 TOKEN_PREFIX = "presa_"
 TOKEN_BYTES = 32
@@ -50,6 +52,22 @@ class AuthError(Exception):
 
 class AccountError(CareError):
     """An account that cannot be created or changed as asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bearer:
+    """A valid bearer token and what its account may see: the account's role and scope, the practitioner's code
+    (a GP's patients are those whose ``gp_id`` it is)."""
+
+    token_id: int
+    account_id: int
+    username: str
+    role: Role
+    ats_code: str | None
+    gestore_id: int | None
+    practitioner_id: int | None
+    practitioner_code: str | None
+    patient_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,28 +213,49 @@ def issue_token(
 
 def authenticate_token(session: Session, token: str, *, at: datetime | None = None) -> Account:
     """The account a bearer token belongs to, if the token is known, unexpired, unrevoked and its account active."""
-    return authenticate_bearer(session, token, at=at)[0]
+    return get(session, Account, authenticate_bearer(session, token, at=at).account_id, "account")
 
 
-def authenticate_bearer(session: Session, token: str, *, at: datetime | None = None) -> tuple[Account, ApiToken]:
-    """:func:`authenticate_token` with the stored token, in one query; ``last_used_at`` is written when it is more
-    than :data:`LAST_USED_RESOLUTION` old, so that a busy client does not write (and lock) its token row on every
+_TOKENS, _ACCOUNTS, _PRACTITIONERS = table_of(ApiToken), table_of(Account), table_of(Practitioner)
+_t, _a = _TOKENS.c, _ACCOUNTS.c
+_BEARER = (
+    select(_t.id.label("token_id"), _t.token_hash, _t.expires_at, _t.revoked_at, _t.last_used_at,
+           _a.id.label("account_id"), _a.username, _a.role, _a.ats_code, _a.gestore_id, _a.practitioner_id,
+           _a.patient_id, _a.disabled_at, _PRACTITIONERS.c.code.label("practitioner_code"))
+    .select_from(_TOKENS.join(_ACCOUNTS, _a.id == _t.account_id))
+    .outerjoin(_PRACTITIONERS, _PRACTITIONERS.c.id == _a.practitioner_id)
+    .where(_t.token_hash == bindparam("digest"))
+)  # fmt: skip
+"""Token, account and practitioner's code in one statement on the tables, built once: it runs on every request,
+so neither the ORM's objects nor the building and cache-keying of a statement are paid each time."""
+
+
+def authenticate_bearer(session: Session, token: str, *, at: datetime | None = None) -> Bearer:
+    """The account of a valid bearer token, in one query; ``last_used_at`` is written when it is more than
+    :data:`LAST_USED_RESOLUTION` old, so that a busy client does not write (and lock) its token row on every
     request."""
     at = at or now()
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         raise AuthError("invalid or expired token")
     digest = token_digest(token)
-    row = session.execute(
-        select(ApiToken, Account).join(Account, Account.id == ApiToken.account_id).where(ApiToken.token_hash == digest)
-    ).first()
-    if row is None or not hmac.compare_digest(row[0].token_hash, digest):
+    row = session.connection().execute(_BEARER, {"digest": digest}).first()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise AuthError("invalid or expired token")
-    stored, account = row
-    if stored.revoked_at is not None or stored.expires_at <= at or not account.active:
+    if row.revoked_at is not None or row.expires_at <= at or row.disabled_at is not None:
         raise AuthError("invalid or expired token")
-    if stored.last_used_at is None or not timedelta(0) <= at - stored.last_used_at < LAST_USED_RESOLUTION:
-        stored.last_used_at = at
-    return account, stored
+    if row.last_used_at is None or not timedelta(0) <= at - row.last_used_at < LAST_USED_RESOLUTION:
+        session.execute(update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=at))
+    return Bearer(
+        token_id=row.token_id,
+        account_id=row.account_id,
+        username=row.username,
+        role=row.role,
+        ats_code=row.ats_code,
+        gestore_id=row.gestore_id,
+        practitioner_id=row.practitioner_id,
+        practitioner_code=row.practitioner_code,
+        patient_id=row.patient_id,
+    )
 
 
 def revoke_token(session: Session, token_id: int, *, author: str, at: datetime | None = None) -> ApiToken:

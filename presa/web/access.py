@@ -25,12 +25,12 @@ patient's birth date (``POST /api/enrolments``), or the patient chooses their ge
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, false, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from presa.auth.models import Role
@@ -176,18 +176,58 @@ def visible(actor: Actor, patient_id: QueryableAttribute[int] | ColumnElement[in
     ``EXISTS (patient with latest episode in scope)`` was planned as a semi-join computing every patient's latest
     episode on each request (78 ms at 20,000 residents, a scan of the region at a million), and ``(probe) = value``
     as a sort of the whole list (its default selectivity, 0.5 %, made the planner expect only a few rows)."""
+    scope = visibility(actor)
+    return _visible_form(scope.form, patient_id, lambda name: bindparam(name, scope.values[name], unique=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """:func:`visible` for a statement built once and run for many actors (``presa.followup.service.worklist``'s
+    ``PageScope``): the condition depends on ``form`` only, its bind parameters are named after the keys of
+    ``values`` and hold no value, so that the statement fails when run without this actor's values - it can never
+    show the patients of the actor it was first built for."""
+
+    form: str
+    values: Mapping[str, Any]
+
+    def condition(self, patient_id: QueryableAttribute[int] | ColumnElement[int]) -> ColumnElement[bool]:
+        return _visible_form(self.form, patient_id, lambda name: bindparam(name, required=True))
+
+
+def visibility(actor: Actor) -> Visibility:
+    """The form of the actor's scope and its values (the parameters are named ``scope_*``: apart from any other)."""
     role = actor.role
     if role is R.PATIENT and actor.patient_id is not None:
-        return patient_id == actor.patient_id
+        return Visibility("patient", {"scope_patient": actor.patient_id})
     if role is R.ATS_ANALYST and actor.ats_code is not None:
-        return _patient_probe(_PROBED_PATIENT.ats_code == actor.ats_code, patient_id)
+        return Visibility("ats", {"scope_ats": actor.ats_code})
     if role in (R.GESTORE_ADMIN, R.OPERATOR, R.CASE_MANAGER) and actor.gestore_id is not None:
-        return _latest_episode_probe(_PROBED_EPISODE.gestore_id == actor.gestore_id, patient_id)
+        return Visibility("gestore", {"scope_gestore": actor.gestore_id})
     if role is R.CLINICIAN and actor.gestore_id is not None and actor.practitioner_id is not None:
-        own = _PROBED_EPISODE.clinical_manager_id == actor.practitioner_id
-        if actor.practitioner_code is not None:
-            own = or_(own, _patient_probe(_PROBED_PATIENT.gp_id == actor.practitioner_code, patient_id))
-        return _latest_episode_probe(and_(_PROBED_EPISODE.gestore_id == actor.gestore_id, own), patient_id)
+        values = {"scope_gestore": actor.gestore_id, "scope_practitioner": actor.practitioner_id}
+        if actor.practitioner_code is None:
+            return Visibility("clinician", values)
+        return Visibility("clinician or gp", {**values, "scope_gp": actor.practitioner_code})
+    return Visibility("nobody", {})
+
+
+def _visible_form(
+    form: str,
+    patient_id: QueryableAttribute[int] | ColumnElement[int],
+    value: Callable[[str], BindParameter[Any]],
+) -> ColumnElement[bool]:
+    """The condition of :func:`visible` of one ``form``, each value the bind parameter ``value(name)``."""
+    if form == "patient":
+        return patient_id == value("scope_patient")
+    if form == "ats":
+        return _patient_probe(_PROBED_PATIENT.ats_code == value("scope_ats"), patient_id)
+    if form == "gestore":
+        return _latest_episode_probe(_PROBED_EPISODE.gestore_id == value("scope_gestore"), patient_id)
+    if form in ("clinician", "clinician or gp"):
+        own = _PROBED_EPISODE.clinical_manager_id == value("scope_practitioner")
+        if form == "clinician or gp":
+            own = or_(own, _patient_probe(_PROBED_PATIENT.gp_id == value("scope_gp"), patient_id))
+        return _latest_episode_probe(and_(_PROBED_EPISODE.gestore_id == value("scope_gestore"), own), patient_id)
     return false()
 
 

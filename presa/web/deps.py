@@ -69,13 +69,25 @@ def current_actor(request: Request, session: SessionDep, token: Annotated[str | 
     if not token:
         raise unauthenticated()
     try:
-        account, stored = authenticate_bearer(session, token)
+        bearer = authenticate_bearer(session, token)
     except AuthError as exc:
         raise unauthenticated(str(exc)) from None
-    return actor_of(session, account, stored.id, client_address(request))
+    return Actor(
+        account_id=bearer.account_id,
+        username=bearer.username,
+        role=bearer.role,
+        ats_code=bearer.ats_code,
+        gestore_id=bearer.gestore_id,
+        practitioner_id=bearer.practitioner_id,
+        practitioner_code=bearer.practitioner_code,
+        patient_id=bearer.patient_id,
+        token_id=bearer.token_id,
+        remote_addr=client_address(request),
+    )
 
 
 def actor_of(session: Session, account: Account, token_id: int, remote_addr: str | None) -> Actor:
+    """The actor of an account loaded as an object (a browser session's)."""
     code = None
     if account.practitioner_id is not None:
         practitioner = session.get(Practitioner, account.practitioner_id)

@@ -15,18 +15,21 @@ Post-discharge follow-ups, PAI reviews and call-backs are made by their own serv
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Date,
     Integer,
+    Row,
     Select,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -593,7 +596,8 @@ class WorkPage:
     filters: WorkListFilter = field(default_factory=WorkListFilter)
 
 
-def encode_cursor(item: WorkItem) -> str:
+def encode_cursor(item: WorkItem | Row[*tuple[Any, ...]]) -> str:
+    """The cursor of the page after ``item`` (an item, or a row of :func:`list_item_rows`)."""
     raw = f"{item.priority_score}|{item.due_on.isoformat()}|{item.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -605,6 +609,21 @@ def decode_cursor(cursor: str) -> tuple[int, date, int]:
         return int(score), date.fromisoformat(day), int(item_id)
     except ValueError:
         raise CareError(f"'{cursor}' is not a work-list cursor") from None
+
+
+class PageScope(Protocol):
+    """The caller's condition on the items' patients (the API's: which patients the account may see) in a form a
+    statement built once can carry: ``condition`` is the same for every caller of one ``form``, its bind
+    parameters named after the keys of ``values`` and holding no value of their own, so that a statement run
+    without this caller's ``values`` fails instead of showing anyone else's patients."""
+
+    @property
+    def form(self) -> str: ...
+
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+
+    def condition(self, patient_id: QueryableAttribute[int]) -> ColumnElement[bool]: ...
 
 
 def list_items(
@@ -620,16 +639,69 @@ def list_items(
 
     Shown: open items, snoozed ones whose snooze has run out (``include_snoozed`` shows them all), call-backs
     only once their time has come; never the items of a patient whose care pact in force was revoked. ``scope``
-    adds the caller's conditions on :class:`WorkItem` (the API's: which patients the account may see).
+    adds the caller's conditions on :class:`WorkItem` (the pages': which patients the account may see).
     """
-    query = work_list_query(session, filters, at=at or now(), limit=limit, after=after, scope=scope)
+    dialect = session.get_bind().dialect.name
+    values = _page_values(filters, at or now(), limit, after, dialect)
+    selected = select(WorkItem, Patient.resident_id, Patient.level, Patient.gp_id)
+    query = _page_statement(selected, filters, after is not None, dialect).where(*scope)
     rows = [
         WorkRow(item, resident_id, level, gp_id, next_action(item.kind))
-        for item, resident_id, level, gp_id in session.execute(query)
+        for item, resident_id, level, gp_id in session.execute(query, values)
     ]
     more = len(rows) > limit
     rows = rows[:limit]
     return WorkPage(rows, encode_cursor(rows[-1].item) if more else None, filters)
+
+
+_w = WorkItem
+LISTED_COLUMNS = (
+    _w.id, _w.kind, _w.status, _w.priority, _w.priority_score, _w.due_on, _w.due_at, _w.title, _w.patient_id,
+    Patient.resident_id, Patient.level, Patient.gp_id, _w.gestore_id, _w.owner_id, _w.plan_id, _w.activity_id,
+    _w.activity_kind, _w.snoozed_until, _w.snooze_reason, _w.outcome,
+)  # fmt: skip
+"""The columns of :func:`list_item_rows`: what a list shows of an item and of its patient."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowPage:
+    rows: Sequence[Row[*tuple[Any, ...]]]
+    """The :data:`LISTED_COLUMNS` of each item, by name."""
+    next_cursor: str | None = None
+
+
+_ROW_PAGES: dict[tuple[object, ...], Select[*tuple[Any, ...]]] = {}
+"""The statements of :func:`list_item_rows` by shape; a few dozen in practice (bounded all the same)."""
+MAX_SHAPES = 512
+
+
+def list_item_rows(
+    session: Session,
+    filters: WorkListFilter,
+    *,
+    scope: PageScope,
+    at: datetime | None = None,
+    limit: int = DEFAULT_PAGE,
+    after: str | None = None,
+) -> RowPage:
+    """:func:`list_items` as plain rows of :data:`LISTED_COLUMNS` - the same items in the same order - for the API,
+    which turns a page of up to 500 rows straight into JSON: no ORM object per item, and the statement built once
+    per shape (which filters are given, a cursor or not, the scope's form, the dialect) and run with this page's
+    values, because building and cache-keying it afresh took longer than running it."""
+    dialect = session.get_bind().dialect.name
+    shape = (dialect, _given(filters), after is not None, scope.form)
+    statement = _ROW_PAGES.get(shape)
+    if statement is None:
+        statement = _page_statement(select(*LISTED_COLUMNS), filters, after is not None, dialect)
+        statement = statement.where(scope.condition(WorkItem.patient_id))
+        if len(_ROW_PAGES) >= MAX_SHAPES:
+            _ROW_PAGES.clear()
+        _ROW_PAGES[shape] = statement
+    values = _page_values(filters, at or now(), limit, after, dialect)
+    rows = session.execute(statement, {**values, **scope.values}).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return RowPage(rows, encode_cursor(rows[-1]) if more else None)
 
 
 def work_list_query(
@@ -641,26 +713,41 @@ def work_list_query(
     after: str | None = None,
     scope: Sequence[ColumnElement[bool]] = (),
 ) -> Select[WorkItem, str, int, str | None]:
-    """The SELECT of one page of :func:`list_items` (one row more than ``limit``, to know whether more follow)."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise CareError(f"a page holds 1 to {MAX_PAGE} items, not {limit}")
+    """The SELECT of one page of :func:`list_items`, its values bound (one row more than ``limit``, to know whether
+    more follow)."""
+    dialect = session.get_bind().dialect.name
+    selected = select(WorkItem, Patient.resident_id, Patient.level, Patient.gp_id)
+    query = _page_statement(selected, filters, after is not None, dialect).where(*scope)
+    return query.params(_page_values(filters, at, limit, after, dialect))
+
+
+_S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
+
+
+def _page_statement(selected: _S, filters: WorkListFilter, after: bool, dialect: str) -> _S:
+    """``selected`` (columns of work items and their patients) from one page of the list: the items' order, what
+    is shown, the filters given and the cursor, every value a bind parameter named as in :func:`_page_values`.
+    What it builds depends on :func:`_given` ``(filters)``, ``after`` and ``dialect`` only."""
     w = WorkItem
+    at: BindParameter[datetime] = bindparam("at")  # typed by the columns it is compared with
     query = (
-        select(w, Patient.resident_id, Patient.level, Patient.gp_id)
+        selected.select_from(w)
         .join(Patient, Patient.id == w.patient_id)
         .where(~_revoked(w.patient_id))
         .order_by(w.priority_score.desc(), w.due_on, w.id)
-        .limit(limit + 1)
+        .limit(bindparam("limit", type_=Integer))
     )
-    visible: ColumnElement[bool] = or_(
+    shown: ColumnElement[bool] = or_(
         w.status == ItemStatus.OPEN, and_(w.status == ItemStatus.SNOOZED, w.snoozed_until <= at)
     )
     if filters.include_snoozed:
-        visible = w.status != ItemStatus.CLOSED
-    query = query.where(visible, or_(w.kind != ItemKind.CALL_BACK, w.due_at <= at))
-    query = query.where(*_conditions(session, filters), *scope)
-    if after is not None:
-        score, day, item_id = decode_cursor(after)
+        shown = w.status != ItemStatus.CLOSED
+    query = query.where(shown, or_(w.kind != ItemKind.CALL_BACK, w.due_at <= at))
+    query = query.where(*_conditions(filters, dialect))
+    if after:
+        score: BindParameter[int] = bindparam("after_score")
+        day: BindParameter[date] = bindparam("after_day")
+        item_id: BindParameter[int] = bindparam("after_id")
         query = query.where(
             w.priority_score <= score,  # redundant, but it lets the index start at the cursor
             or_(
@@ -672,39 +759,61 @@ def work_list_query(
     return query
 
 
-def _conditions(session: Session, f: WorkListFilter) -> list[ColumnElement[bool]]:
+def _given(filters: WorkListFilter) -> tuple[str, ...]:
+    """The filters that are set, by name: with the cursor and the dialect, what decides a page's statement."""
+    return tuple(f.name for f in fields(filters) if getattr(filters, f.name) not in (None, False, ()))
+
+
+def _page_values(filters: WorkListFilter, at: datetime, limit: int, after: str | None, dialect: str) -> dict[str, Any]:
+    """The bind parameters of :func:`_page_statement`: the filters given, by their names, and the page's own."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise CareError(f"a page holds 1 to {MAX_PAGE} items, not {limit}")
+    values: dict[str, Any] = {name: getattr(filters, name) for name in _given(filters)}
+    values.pop("unassigned", None)  # conditions without a value
+    values.pop("include_snoozed", None)
+    if "kinds" in values:
+        values["kinds"] = list(filters.kinds)
+    if "pathology" in values and dialect == "postgresql":
+        values["pathology"] = [filters.pathology]  # JSONB containment: the list holds it
+    values["at"], values["limit"] = at, limit + 1
+    if after is not None:
+        values["after_score"], values["after_day"], values["after_id"] = decode_cursor(after)
+    return values
+
+
+def _conditions(f: WorkListFilter, dialect: str) -> list[ColumnElement[bool]]:
     w = WorkItem
     conditions: list[ColumnElement[bool]] = []
     if f.gestore_id is not None:
-        conditions.append(w.gestore_id == f.gestore_id)
+        conditions.append(w.gestore_id == bindparam("gestore_id"))
     if f.ats_code is not None:
-        conditions.append(w.ats_code == f.ats_code)
+        conditions.append(w.ats_code == bindparam("ats_code"))
     if f.owner_id is not None:
-        conditions.append(w.owner_id == f.owner_id)
+        conditions.append(w.owner_id == bindparam("owner_id"))
     if f.unassigned:
         conditions.append(w.owner_id.is_(None))
     if f.gp_id is not None:
-        conditions.append(Patient.gp_id == f.gp_id)
+        conditions.append(Patient.gp_id == bindparam("gp_id"))
     if f.level is not None:
-        conditions.append(Patient.level == f.level)
+        conditions.append(Patient.level == bindparam("level"))
     if f.pathology is not None:
-        conditions.append(_has_pathology(session, f.pathology))
+        conditions.append(_has_pathology(dialect))
     if f.kinds:
-        conditions.append(w.kind.in_(f.kinds))
+        conditions.append(w.kind.in_(bindparam("kinds", expanding=True)))
     if f.priority is not None:
-        conditions.append(w.priority == f.priority)
+        conditions.append(w.priority == bindparam("priority"))
     if f.due_from is not None:
-        conditions.append(w.due_on >= f.due_from)
+        conditions.append(w.due_on >= bindparam("due_from"))
     if f.due_until is not None:
-        conditions.append(w.due_on <= f.due_until)
+        conditions.append(w.due_on <= bindparam("due_until"))
     return conditions
 
 
-def _has_pathology(session: Session, pathology: str) -> ColumnElement[bool]:
-    if session.get_bind().dialect.name == "postgresql":
-        return type_coerce(Patient.pathologies, JSONB).contains([pathology])
+def _has_pathology(dialect: str) -> ColumnElement[bool]:
+    if dialect == "postgresql":
+        return type_coerce(Patient.pathologies, JSONB).contains(bindparam("pathology", type_=JSONB))
     each = func.json_each(Patient.pathologies).table_valued("value")
-    return exists(select(each.c.value).where(each.c.value == pathology))
+    return exists(select(each.c.value).where(each.c.value == bindparam("pathology")))
 
 
 _REVOKED, _NEWER = aliased(CarePact, name="revoked_pact"), aliased(CarePact, name="newer_pact")  # made once: costly
