@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from presa.care.pseudonyms import check_key, secret_key
-from presa.care.store import make_engine, session_factory
+from presa.care.store import database_url as default_database_url
+from presa.care.store import make_engine, normalise_url, session_factory
 from presa.web import errors, pages
 from presa.web.access import Pseudonyms
 from presa.web.api import router
@@ -26,9 +27,19 @@ Sign in with `POST /api/auth/token` and send `Authorization: Bearer <token>`. Ev
 `{"detail": "...", "errors": [{"field": ..., "reason": ...}]}`. See docs/API.md for roles and scopes."""
 
 
+POOL_SIZE = 20
+"""Connections to a database server (not to a SQLite file) that a server process keeps open: as many as requests
+it commonly has in flight (20 clients at once in bench/worklist.py), so that no request opens and closes one - a
+PostgreSQL backend started and ended - as SQLAlchemy's default of 5 made every request beyond the fifth do."""
+POOL_OVERFLOW = 10
+"""Connections opened beyond those for a burst, closed when given back (a process holds at most 30)."""
+
+
 def create_app(database_url: str | None = None, *, key: bytes | None = None) -> FastAPI:
     """The app on the care store at ``database_url`` (default: ``PRESA_DATABASE_URL`` or the SQLite file)."""
-    engine = make_engine(database_url, pool_pre_ping=True)
+    target = normalise_url(database_url) if database_url is not None else default_database_url()
+    pool = {} if target.get_backend_name() == "sqlite" else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+    engine = make_engine(target, pool_pre_ping=True, **pool)
     state = AppState(
         engine=engine,
         sessions=session_factory(engine),

