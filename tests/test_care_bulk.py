@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from presa.care.calendar import draft_care_plan, year_after
@@ -259,3 +259,34 @@ def test_a_revoked_pact_gets_no_plan_until_a_new_version_is_signed(db: Session, 
     sign(db, draft_pact(db, episode.id, scopes=ALL_SCOPES, author="op", at=later), later)
     report = generate_all_plans(db, author="ats-batch", start=START, at=later)
     assert report.plans == 1 and plans_by_resident(db)["MAN"].created_at == later
+
+
+def test_a_large_batch_checks_its_references_once_and_stores_the_same_plans(
+    db: Session, population: Population
+) -> None:
+    keys_before = foreign_keys(db)
+    report = generate_all_plans(db, author="ats-batch", start=START, at=LATER, references_checked_once_from=1)
+
+    assert report.plans == 6
+    for resident_id, plan in plans_by_resident(db).items():
+        assert load_plan(db, plan.id).activities == pure_activities(db, population.ids[resident_id])
+    assert foreign_keys(db) == keys_before  # dropped for the load on PostgreSQL, then added back and checked
+
+
+def test_the_references_are_back_when_a_large_batch_fails(db: Session, population: Population) -> None:
+    keys_before = foreign_keys(db)
+
+    def fail(_: BulkPlanReport) -> None:
+        raise RuntimeError("the operator pressed Ctrl-C")
+
+    with pytest.raises(RuntimeError, match="Ctrl-C"):
+        generate_all_plans(db, author="ats-batch", start=START, references_checked_once_from=1, on_progress=fail)
+    assert foreign_keys(db) == keys_before
+
+
+def foreign_keys(db: Session) -> dict[str, list[str]]:
+    inspector = inspect(db.connection())
+    tables = ("care_plans", "care_plan_versions", "plan_calendar_activities")
+    keys = {t: sorted(str(fk["name"]) for fk in inspector.get_foreign_keys(t)) for t in tables}
+    assert all(keys.values())
+    return keys

@@ -31,14 +31,16 @@ import json
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from psycopg import sql
-from sqlalchemy import and_, exists, select
+from sqlalchemy import ForeignKeyConstraint, Text, and_, cast, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from presa.care.calendar import PatronDay, lay_calendar, patron_day, year_after
 from presa.care.pact import ConsentScope, PactStatus
@@ -47,8 +49,8 @@ from presa.care.plan import MergedPlan, PlanActivity, PlannedActivity, merge_pat
 from presa.care.service.common import now, today_in_italy
 from presa.care.service.plans import PLANNABLE
 from presa.care.store.audit import origin, record
-from presa.care.store.bulk import bulk_insert, table_of
-from presa.care.store.calendars import calendar_digest, store_calendars
+from presa.care.store.bulk import bulk_insert, copy_text, copy_value, table_of
+from presa.care.store.calendars import CalendarDigests, store_calendars
 from presa.care.store.models import (
     AuditEvent,
     CarePact,
@@ -56,14 +58,15 @@ from presa.care.store.models import (
     Episode,
     PactScope,
     Patient,
+    PlanCalendarActivity,
     PlanStatus,
     PlanVersion,
 )
 
 CHUNK_PATIENTS = 20_000
 """Patients per chunk: their candidate rows and plans are in memory at once (the rendered distinct plans are shared)."""
-WRITE_PATIENTS = 1_000
-"""Patients whose rows are sent to the database together, so that it parses while Python assembles the next."""
+BULK_REFERENCES = 50_000
+"""Plans from which, on PostgreSQL, their references are checked once at the end (``_references_checked_once``)."""
 USUAL_AGES = range(0, 121)
 """Ages keyed by their template bracket; any other age is keyed by itself, so the pure core judges it."""
 
@@ -90,7 +93,6 @@ PLAN_COLUMNS = (
 )
 VERSION_COLUMNS = ("id", "plan_id", "calendar_id", "version", "author", "created_at")
 AUDIT_COLUMNS = ("at", "actor", "remote_addr", "action", "entity", "entity_id", "patient_id", "detail")
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +182,18 @@ class _Planner:
         self.merges: dict[_MergeKey, _Merged | str] = {}
         self.calendars: dict[tuple[int, PatronDay | None], _Laid | str] = {}
         self.activity_sets: dict[tuple[PlanActivity, ...], int] = {}
+        self.pathology_sets: dict[str, tuple[str, ...]] = {}
+        self.digests = CalendarDigests()
         self.laid = 0
 
-    def plan(self, pathologies: Iterable[str], level: int, age: int, sex: str, municipality: str | None) -> Any:
-        """The patient's merge and calendar, or why the pure core refuses to build the plan."""
-        wanted = tuple(sorted(set(pathologies)))
+    def plan(self, pathologies: str, level: int, age: int, sex: str, municipality: str | None) -> Any:
+        """The patient's merge and calendar, or why the pure core refuses to build the plan.
+
+        ``pathologies`` is the stored JSON list as text: a region has few distinct sets, each decoded once.
+        """
+        wanted = self.pathology_sets.get(pathologies)
+        if wanted is None:
+            wanted = self.pathology_sets[pathologies] = tuple(sorted(set(json.loads(pathologies))))
         key: _MergeKey = (wanted, level, _age_key(self.templates, age), sex)
         merge = self.merges.get(key) if self.cache else None
         if merge is None:
@@ -220,7 +229,7 @@ class _Planner:
         except ValueError as exc:
             return str(exc)
         self.laid += 1
-        return _Laid(plan.activities, calendar_digest(plan.activities))
+        return _Laid(plan.activities, self.digests(plan.activities))
 
 
 def generate_all_plans(
@@ -233,11 +242,14 @@ def generate_all_plans(
     templates: TemplateSet | None = None,
     chunk_size: int = CHUNK_PATIENTS,
     cache: bool = True,
+    references_checked_once_from: int = BULK_REFERENCES,
 ) -> BulkPlanReport:
     """Generate and store version 1 of a draft plan from ``start`` (today in Italy by default) for every patient
     who may be processed and has none for those 12 months; see the module docstring. Nothing is committed.
 
-    Patients whose plan the pure core cannot build (an impossible age, say) are reported in ``skipped``.
+    Patients whose plan the pure core cannot build (an impossible age, say) are reported in ``skipped``. On
+    PostgreSQL, from ``references_checked_once_from`` patients the plans' references are checked once at the end,
+    the plan tables locked meanwhile (``_references_checked_once``).
     """
     if not author.strip():
         raise ValueError("bulk plan generation needs an author")
@@ -262,25 +274,26 @@ def generate_all_plans(
         seconds = time.perf_counter() - started
         return BulkPlanReport(plans, activities, seconds, start, chunks, planner.laid, tuple(skipped))
 
-    for rows in store.candidates(_candidates_query(run.start, run.end), chunk_size):
-        chosen: list[_Candidate] = []
-        for row in rows:
-            episode_id, patient_id, pact_id, resident_id, sex, birth_date, municipality, level, pathologies = row
-            age = _age_on(birth_date, start)
-            planned = planner.plan(pathologies, level, age, sex, municipality)
-            if isinstance(planned, str):
-                skipped.append(SkippedPatient(patient_id, resident_id, planned))
-                continue
-            chosen.append(_Candidate(episode_id, patient_id, pact_id, municipality, age, *planned))
-        if chosen:
-            plan_ids, version_ids = store.reserve_ids(len(chosen))
-            calendar_ids = store.calendar_ids(c.laid for c in chosen)
-            store.write(chosen, plan_ids, version_ids, calendar_ids)
-        plans += len(chosen)
-        activities += sum(c.laid.activities for c in chosen)
-        chunks += 1
-        if on_progress is not None:
-            on_progress(report())
+    candidates = _candidates_query(run.start, run.end)
+    once = postgres and store.expected(candidates) >= references_checked_once_from
+    with _references_checked_once(connection, once):
+        for rows in store.candidates(candidates, chunk_size):
+            chosen: list[_Candidate] = []
+            for row in rows:
+                episode_id, patient_id, pact_id, resident_id, sex, birth_date, municipality, level, pathologies = row
+                age = _age_on(birth_date, start)
+                planned = planner.plan(pathologies, level, age, sex, municipality)
+                if isinstance(planned, str):
+                    skipped.append(SkippedPatient(patient_id, resident_id, planned))
+                    continue
+                chosen.append(_Candidate(episode_id, patient_id, pact_id, municipality, age, *planned))
+            if chosen:
+                store.store_chunk(chosen)
+            plans += len(chosen)
+            activities += sum(c.laid.activities for c in chosen)
+            chunks += 1
+            if on_progress is not None:
+                on_progress(report())
     detail = {"start": start.isoformat(), "plans": plans, "activities": activities, "skipped": len(skipped)}
     record(session, actor=author, action="generate_all", entity="care_plan", detail=detail, at=at)
     session.flush()
@@ -300,7 +313,7 @@ def _candidates_query(start: date, end: date) -> Any:
             Patient.birth_date,
             Patient.municipality,
             Patient.level,
-            Patient.pathologies,
+            cast(Patient.pathologies, Text),
         )
         .join(Patient, Patient.id == Episode.patient_id)
         .join(CarePact, and_(CarePact.episode_id == Episode.id, CarePact.status == PactStatus.SIGNED))
@@ -337,6 +350,30 @@ def _age_key(templates: TemplateSet, age: int) -> int | tuple[str, int]:
     return ("age", age)
 
 
+@contextmanager
+def _references_checked_once(connection: Connection, once: bool) -> Iterator[None]:
+    """When ``once``, the foreign keys of the plans and their versions are dropped for the load and added back at
+    its end, in the same transaction: PostgreSQL then checks each with one query over the tables instead of a
+    locking look-up per row, which cost more than storing the rows themselves (docs/PERFORMANCE.md; PostgreSQL's
+    manual, "Populating a Database": "a foreign key constraint can be checked in bulk more efficiently than
+    row-by-row"). The price: until the transaction ends, no one else reads or writes the plan tables.
+    """
+    tables = (table_of(CarePlanRecord), table_of(PlanVersion), table_of(PlanCalendarActivity)) if once else ()
+    constraints = [fk for table in tables for fk in sorted(table.foreign_key_constraints, key=_name)]
+    for constraint in constraints:
+        connection.execute(DropConstraint(constraint))
+    try:
+        yield
+    finally:
+        # Added back even after an error: a caller who commits anyway keeps its constraints (or fails to commit).
+        for constraint in constraints:
+            connection.execute(AddConstraint(constraint))
+
+
+def _name(constraint: ForeignKeyConstraint) -> str:
+    return str(constraint.name)
+
+
 # --- the two stores ------------------------------------------------------------------------------------------
 
 
@@ -347,6 +384,11 @@ class _Store:
         self.connection, self.run = connection, run
         self._calendars: dict[str, int] = {}
 
+    def store_chunk(self, chosen: Sequence[_Candidate]) -> None:
+        """Ids taken, new calendars stored, then the plans, their versions and audit rows."""
+        plan_ids, version_ids = self.reserve_ids(len(chosen))
+        self.write(chosen, plan_ids, version_ids, self.calendar_ids(c.laid for c in chosen))
+
     def calendar_ids(self, laid: Iterable[_Laid]) -> dict[str, int]:
         """Each calendar's id by its digest, the calendars met for the first time stored (or found stored)."""
         new = {c.digest: c.planned for c in laid if c.digest not in self._calendars}
@@ -356,6 +398,11 @@ class _Store:
 
     def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
         raise NotImplementedError
+
+    def expected(self, query: Any) -> int:
+        """How many patients the query finds (before the pure core's refusals)."""
+        counted = select(func.count()).select_from(query.order_by(None).subquery())
+        return int(self.connection.execute(counted).scalar_one())
 
     def reserve_ids(self, count: int) -> tuple[Sequence[int], Sequence[int]]:
         """Ids for ``count`` new plans and as many versions."""
@@ -387,12 +434,12 @@ class _PostgresStore(_Store):
 
     def __init__(self, connection: Connection, run: _Run) -> None:
         super().__init__(connection, run)
-        at, author = _text(run.at.isoformat()), _text(run.author)
+        at, author = copy_value(run.at.isoformat()), copy_value(run.author)
         self._plan_tail = f"\t{run.start.isoformat()}\t{run.end.isoformat()}\t{PlanStatus.DRAFT.value}\t1"
-        self._plan_tail += f"\t{_text(run.digest)}\t{at}\t{author}\n"
+        self._plan_tail += f"\t{copy_value(run.digest)}\t{at}\t{author}\n"
         self._version_tail = f"\t1\t{author}\t{at}\n"
-        self._audit_head = f"{at}\t{author}\t{_text(run.remote_addr)}\tgenerate\tcare_plan\t"
-        self._audit_detail = _text('{"start": ' + _json(run.start.isoformat()) + ', "activities": ')
+        self._audit_head = f"{at}\t{author}\t{copy_value(run.remote_addr)}\tgenerate\tcare_plan\t"
+        self._audit_detail = copy_value('{"start": ' + _json(run.start.isoformat()) + ', "activities": ')
 
     def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
         # A cursor is planned for its first rows (cursor_tuple_fraction 0.1: nested loops); all of them are wanted.
@@ -422,8 +469,8 @@ class _PostgresStore(_Store):
 
     def render_merge(self, merged: MergedPlan) -> _MergeText:
         lists = (merged.pathologies, merged.pathways, merged.generic_follow_up)
-        middle = "\t".join((str(merged.level), _text(merged.sex), *(_text(_json(v)) for v in lists)))
-        return _MergeText(middle, _text(', "pathways": ' + _json(merged.pathways) + "}"))
+        middle = "\t".join((str(merged.level), copy_value(merged.sex), *(copy_value(_json(v)) for v in lists)))
+        return _MergeText(middle, copy_value(', "pathways": ' + _json(merged.pathways) + "}"))
 
     def write(
         self,
@@ -437,7 +484,7 @@ class _PostgresStore(_Store):
 
         def plans() -> Iterator[str]:
             for plan_id, c in zip(plan_ids, chosen, strict=True):
-                municipality = "\\N" if c.municipality is None else _text(c.municipality)
+                municipality = "\\N" if c.municipality is None else copy_value(c.municipality)
                 middle: str = c.merge.rendered.plan
                 yield f"{plan_id}\t{c.episode_id}\t{c.patient_id}\t{c.pact_id}\t{municipality}\t{c.age}\t{middle}"
                 yield plan_tail
@@ -455,25 +502,13 @@ class _PostgresStore(_Store):
         self._copy(PlanVersion, VERSION_COLUMNS, versions())
         self._copy(AuditEvent, AUDIT_COLUMNS, audit())
 
-    def _copy(self, model: type[Any], columns: Sequence[str], pieces: Iterator[str]) -> None:
-        table = table_of(model)
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
-        with self._driver().cursor() as cursor, cursor.copy(statement) as copy:
-            batch: list[str] = []
-            for piece in pieces:
-                batch.append(piece)
-                if len(batch) >= WRITE_PATIENTS:
-                    copy.write("".join(batch))
-                    batch.clear()
-            if batch:
-                copy.write("".join(batch))
+    def _copy(self, model: type[Any], columns: Sequence[str], lines: Iterator[str]) -> None:
+        copy_text(self.connection, table_of(model), columns, lines)
 
     def _driver(self) -> Any:
         driver = self.connection.connection.driver_connection
         if driver is None:  # pragma: no cover - a live connection always has one
-            raise RuntimeError("no DBAPI connection to COPY through")
+            raise RuntimeError("no DBAPI connection to query through")
         return driver
 
 
@@ -530,11 +565,6 @@ class _SqliteStore(_Store):
             ),
         )
         bulk_insert(connection, table_of(AuditEvent), AUDIT_COLUMNS, (audit_row(p, c) for p, c in plans))
-
-
-def _text(value: str | None) -> str:
-    """A value in COPY's text format."""
-    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
 
 
 def _json(value: Any) -> str:

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from presa.care.plan import PlannedActivity
-from presa.care.store.bulk import bulk_insert, table_of
+from presa.care.plan import PlanActivity, PlannedActivity
+from presa.care.store.bulk import bulk_insert, copy_text, copy_value, table_of
 from presa.care.store.models import PlanCalendar, PlanCalendarActivity
 
 ACTIVITY_COLUMNS = (
@@ -52,8 +52,33 @@ def calendar_digest(activities: Sequence[PlannedActivity]) -> str:
 
     Migration 0012 computes the same digest for the calendars it made from the versions stored before it.
     """
-    canonical = json.dumps([_canonical(p) for p in activities], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return CalendarDigests()(activities)
+
+
+class CalendarDigests:
+    """:func:`calendar_digest`, keeping each activity's part of the canonical text: a region's thousands of
+    calendars are laid from a few hundred distinct activities."""
+
+    def __init__(self) -> None:
+        self._described: dict[PlanActivity, str] = {}
+        self._strings: dict[str, str] = {}
+
+    def __call__(self, activities: Sequence[PlannedActivity]) -> str:
+        # The text is json.dumps of one list per activity, written piecewise: the same bytes.
+        pieces = []
+        for planned in activities:
+            described = self._described.get(planned.activity)
+            if described is None:
+                described = self._described[planned.activity] = _dumps(_described(planned.activity))[1:-1]
+            head = f'{self._string(planned.id)},"{planned.day.isoformat()}",{self._string(planned.origin)}'
+            pieces.append(f"[{head},{described}]")
+        return hashlib.sha256(("[" + ",".join(pieces) + "]").encode("utf-8")).hexdigest()
+
+    def _string(self, value: str) -> str:
+        dumped = self._strings.get(value)
+        if dumped is None:
+            dumped = self._strings[value] = _dumps(value)
+        return dumped
 
 
 def store_calendars(connection: Connection, calendars: Mapping[str, Sequence[PlannedActivity]]) -> dict[str, int]:
@@ -66,12 +91,7 @@ def store_calendars(connection: Connection, calendars: Mapping[str, Sequence[Pla
     missing = [digest for digest in calendars if digest not in ids]
     if missing:
         created = _insert_calendars(connection, [(digest, len(calendars[digest])) for digest in missing])
-        rows = (
-            (calendar_id, position, *_values(planned))
-            for digest, calendar_id in created.items()
-            for position, planned in enumerate(calendars[digest])
-        )
-        bulk_insert(connection, table_of(PlanCalendarActivity), ACTIVITY_COLUMNS, rows)
+        _store_activities(connection, {calendar_id: calendars[digest] for digest, calendar_id in created.items()})
         ids.update(created)
         if len(ids) < len(calendars):  # stored meanwhile by a concurrent transaction, now committed
             ids.update(_stored_ids(connection, [d for d in calendars if d not in ids]))
@@ -105,16 +125,51 @@ def _insert_calendars(connection: Connection, calendars: Sequence[tuple[str, int
     return {str(digest): int(calendar_id) for digest, calendar_id in rows}
 
 
+def _store_activities(connection: Connection, calendars: Mapping[int, Sequence[PlannedActivity]]) -> None:
+    """The new calendars' activities; on PostgreSQL as COPY text, each distinct activity's columns written once."""
+    table = table_of(PlanCalendarActivity)
+    if connection.dialect.name != "postgresql":
+        rows = (
+            (calendar_id, position, *_values(planned))
+            for calendar_id, activities in calendars.items()
+            for position, planned in enumerate(activities)
+        )
+        bulk_insert(connection, table, ACTIVITY_COLUMNS, rows)
+        return
+    described: dict[PlanActivity, str] = {}
+
+    def lines() -> Iterator[str]:
+        for calendar_id, activities in calendars.items():
+            for position, planned in enumerate(activities):
+                text = described.get(planned.activity)
+                if text is None:
+                    text = described[planned.activity] = "\t".join(map(_copy_field, _described(planned.activity)))
+                day, origin = planned.day.isoformat(), copy_value(planned.origin)
+                yield f"{calendar_id}\t{position}\t{copy_value(planned.id)}\t{day}\t{origin}\t{text}\n"
+
+    copy_text(connection, table, ACTIVITY_COLUMNS, lines())
+
+
+def _copy_field(value: Any) -> str:
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return copy_value(json.dumps(value, ensure_ascii=False))
+    return copy_value(value)
+
+
 def _values(planned: PlannedActivity) -> tuple[Any, ...]:
-    a = planned.activity
+    return (planned.id, planned.day, planned.origin, *_described(planned.activity))
+
+
+def _described(a: PlanActivity) -> tuple[Any, ...]:
     return (
-        *(planned.id, planned.day, planned.origin, a.key, a.code, a.kind, a.discipline, a.provider),
-        *(a.description_it, a.description_en, float(a.times_per_year), a.precedes_visit),
-        *(list(a.pathways), list(a.conditions)),
+        *(a.key, a.code, a.kind, a.discipline, a.provider, a.description_it, a.description_en),
+        *(float(a.times_per_year), a.precedes_visit, list(a.pathways), list(a.conditions)),
     )
 
 
-def _canonical(planned: PlannedActivity) -> list[Any]:
-    values = list(_values(planned))
-    values[1] = planned.day.isoformat()
-    return values
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
