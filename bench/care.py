@@ -10,8 +10,9 @@ counted):
 
 - plans: ``generate_all_plans`` end to end - candidates query, merge, calendar, storage, commit;
 - floor: the very rows that step stored (plans, calendars and their activities, versions, audit rows), dumped to
-  files after it and copied back into a clone with plain COPY in one transaction - the cost of storing them and
-  nothing else;
+  files after it and copied back into a clone with plain COPY in one transaction, the foreign keys dropped before
+  and added back after as the plans step does for a region (``presa.care.service.bulk.BULK_TABLES``) - the cost
+  of storing them and nothing else;
 - optionally (``--uncached``) the plans step again with the per-combination cache off.
 
 (Until migration 0012 each version stored its own activities; ``--layouts``, at commit 108446e, measured the
@@ -33,7 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -44,11 +45,13 @@ import psycopg
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from bench.measure import Measurement, measure
 from bench.stratify import commit, machine
-from presa.care.service.bulk import AUDIT_COLUMNS, PLAN_COLUMNS, VERSION_COLUMNS
+from presa.care.service.bulk import AUDIT_COLUMNS, BULK_TABLES, PLAN_COLUMNS, VERSION_COLUMNS
 from presa.care.service.organisations import assign_role, create_gestore, register_practitioner
 from presa.care.service.population import load_run
 from presa.care.store import make_engine, upgrade
@@ -262,20 +265,31 @@ def floor_loads(directory: Path) -> Load:
     return [(table, list(columns), str(directory / f"{name}.copy")) for name, (table, columns, _) in DUMPED.items()]
 
 
-def run_copy(url: str, loads: Load, ddl: tuple[str, ...] = ()) -> Measurement:
-    """Plain COPY of files into tables in one transaction, committed; ``ddl`` runs first, outside the timing."""
+def run_copy(url: str, loads: Load, before: Sequence[str] = (), after: Sequence[str] = ()) -> Measurement:
+    """Plain COPY of files into tables in one transaction, committed, between ``before`` and ``after``."""
     return measure(
         "import json, time, psycopg; from psycopg import sql; "
         f"c = psycopg.connect({_libpq(url)!r}); loads = {loads!r}\n"
-        f"for statement in {list(ddl)!r}: c.execute(statement)\n"
         "c.commit(); t = time.perf_counter()\n"
         "with c.transaction():\n"
+        f"    for statement in {list(before)!r}: c.execute(statement)\n"
         "    for table, columns, path in loads:\n"
         "        q = sql.SQL('COPY {} ({}) FROM STDIN').format(sql.Identifier(table), "
         "sql.SQL(', ').join(map(sql.Identifier, columns)))\n"
         "        with c.cursor() as cur, cur.copy(q) as copy, open(path, 'rb') as f:\n"
         "            while block := f.read(1 << 20): copy.write(block)\n"
+        f"    for statement in {list(after)!r}: c.execute(statement)\n"
         "print(json.dumps({'elapsed': time.perf_counter() - t}))"
+    )
+
+
+def references_checked_once() -> tuple[list[str], list[str]]:
+    """The foreign keys ``generate_all_plans`` drops and adds back for a region's load, as SQL."""
+    keys = [fk for table in BULK_TABLES for fk in sorted(table.foreign_key_constraints, key=lambda k: str(k.name))]
+    dialect = create_engine("postgresql+psycopg://").dialect  # not connected: only to write the SQL
+    return (
+        [str(DropConstraint(fk).compile(dialect=dialect)) for fk in keys],
+        [str(AddConstraint(fk).compile(dialect=dialect)) for fk in keys],
     )
 
 
@@ -352,7 +366,9 @@ def bench_size(server: PgServer, size: int, run: Path, data: Path, *, uncached: 
         counts = dump_rows(server, f"{template}_plans", directory)
         server.drop_database(f"{template}_plans")
         console.print(f"{size:,}: rows stored {json.dumps(counts)}")
-        step("floor: COPY of those rows", f"{template}_floor", lambda url: run_copy(url, floor_loads(directory)))
+        before, after = references_checked_once()
+        floor = "floor: COPY of those rows, foreign keys checked once"
+        step(floor, f"{template}_floor", lambda url: run_copy(url, floor_loads(directory), before, after))
         server.drop_database(f"{template}_floor")
     if uncached:
         step("plans, no cache", f"{template}_uncached", lambda url: run_plans(url, cache=False))

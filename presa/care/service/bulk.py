@@ -67,6 +67,8 @@ CHUNK_PATIENTS = 20_000
 """Patients per chunk: their candidate rows and plans are in memory at once (the rendered distinct plans are shared)."""
 BULK_REFERENCES = 50_000
 """Plans from which, on PostgreSQL, their references are checked once at the end (``_references_checked_once``)."""
+BULK_TABLES = (table_of(CarePlanRecord), table_of(PlanVersion), table_of(PlanCalendarActivity))
+"""The tables whose foreign keys a region's load checks once."""
 USUAL_AGES = range(0, 121)
 """Ages keyed by their template bracket; any other age is keyed by itself, so the pure core judges it."""
 
@@ -358,7 +360,7 @@ def _references_checked_once(connection: Connection, once: bool) -> Iterator[Non
     manual, "Populating a Database": "a foreign key constraint can be checked in bulk more efficiently than
     row-by-row"). The price: until the transaction ends, no one else reads or writes the plan tables.
     """
-    tables = (table_of(CarePlanRecord), table_of(PlanVersion), table_of(PlanCalendarActivity)) if once else ()
+    tables = BULK_TABLES if once else ()
     constraints = [fk for table in tables for fk in sorted(table.foreign_key_constraints, key=_name)]
     for constraint in constraints:
         connection.execute(DropConstraint(constraint))
