@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from psycopg import sql
 from sqlalchemy import ForeignKeyConstraint, Text, and_, cast, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
@@ -459,13 +458,14 @@ class _PostgresStore(_Store):
             result.close()
 
     def reserve_ids(self, count: int) -> tuple[Sequence[int], Sequence[int]]:
-        sequences = [
-            sql.SQL("nextval(pg_get_serial_sequence({}, 'id'))").format(sql.Literal(table_of(model).name))
-            for model in (CarePlanRecord, PlanVersion)
-        ]
-        statement = sql.SQL("SELECT {} FROM generate_series(1, %s)").format(sql.SQL(", ").join(sequences))
+        # The sequences' names are looked up once: pg_get_serial_sequence in the SELECT would run once per id.
+        names = (table_of(CarePlanRecord).name, table_of(PlanVersion).name)
         with self._driver().cursor() as cursor:
-            cursor.execute(statement, (count,))
+            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id'), pg_get_serial_sequence(%s, 'id')", names)
+            sequences = cursor.fetchone()
+            cursor.execute(
+                "SELECT nextval(%s::regclass), nextval(%s::regclass) FROM generate_series(1, %s)", (*sequences, count)
+            )
             rows = cursor.fetchall()
         return [int(r[0]) for r in rows], [int(r[1]) for r in rows]
 
