@@ -17,8 +17,10 @@ processes timed with ``bench/measure.py``:
    for as many case managers with their own tokens, each request carrying the next of them in turn: the first
    page of their own items, of the whole gestore's list, of one kind, and the next page after a cursor.
    Requests/s and p50/p95/p99 latency are printed; beside them ``GET /api/me`` under the same load (sign-in check
-   and framework, no list) and the floor: the very SQL of one work-list page run directly over one connection,
-   sequentially. The list is loaded twice: at saturation (each
+   and framework, no list) and the floor: the very SQL of each kind of page (the gestore's list, the own items,
+   two kinds) run directly over one connection, sequentially. The database's CPU is that of the backends connected
+   during the load (the server keeps its connections: a backend that ended meanwhile would go uncounted). The
+   list is loaded twice: at saturation (each
    client sends its next request the moment the answer comes, so latency is mostly queueing for the CPU) and
    paced (each client pauses ``--think-ms`` on average between requests, as a person reading the page does).
 
@@ -312,6 +314,7 @@ class Client:
     username: str
     token: str
     gestore_id: int
+    practitioner_id: int
 
 
 def bench_accounts(url: str, clients: int) -> list[Client]:
@@ -336,7 +339,7 @@ def bench_accounts(url: str, clients: int) -> list[Client]:
                 username = f"bench_cm{number:02d}"
                 known = session.scalars(select(Account).where(Account.username == username)).first()
                 if known is not None:  # a kept run database (--reuse-run): a new token for the same account
-                    out.append(Client(username, issue_token(session, known.id).token, gestore_id))
+                    out.append(Client(username, issue_token(session, known.id).token, gestore_id, practitioner_id))
                     continue
                 account = create_account(
                     session,
@@ -348,41 +351,61 @@ def bench_accounts(url: str, clients: int) -> list[Client]:
                     external_subject=f"bench|{username}",
                     author="bench",
                 )
-                out.append(Client(username, issue_token(session, account.id).token, gestore_id))
+                out.append(Client(username, issue_token(session, account.id).token, gestore_id, practitioner_id))
     finally:
         engine.dispose()
     return out
 
 
-def floor_queries(url: str, clients: list[Client], repeat: int) -> dict[str, float]:
-    """The SQL of one page of each client's list, compiled by the service and run directly: ms per page."""
+FLOOR_PAGES = ("gestore's list", "own items", "two kinds")
+"""The pages of the floor: three of the four requests the load sends (the fourth, the page after a cursor, is the
+gestore's list again)."""
+
+
+def floor_queries(url: str, clients: list[Client], repeat: int) -> dict[str, dict[str, float]]:
+    """The SQL of one page of each client's lists, compiled by the service and run directly: ms per page, for each
+    of :data:`FLOOR_PAGES` and for all of them together ("all")."""
     from presa.followup.service import worklist
+    from presa.followup.store import ItemKind
+
+    def filters(client: Client, page: str) -> worklist.WorkListFilter:
+        if page == "own items":
+            return worklist.WorkListFilter(gestore_id=client.gestore_id, owner_id=client.practitioner_id)
+        if page == "two kinds":
+            kinds = (ItemKind.OVERDUE, ItemKind.NOT_BOOKED)
+            return worklist.WorkListFilter(gestore_id=client.gestore_id, kinds=kinds)
+        return worklist.WorkListFilter(gestore_id=client.gestore_id)
 
     engine = make_engine(url)
-    timings: list[float] = []
+    timings: dict[str, list[float]] = {page: [] for page in FLOOR_PAGES}
     try:
         with Session(engine) as session:
             statements = []
             for client in clients:
-                query = worklist.work_list_query(
-                    session, worklist.WorkListFilter(gestore_id=client.gestore_id), at=datetime.now(UTC), limit=50
-                )
-                compiled = query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
-                statements.append(str(compiled))
+                for page in FLOOR_PAGES:
+                    query = worklist.work_list_query(session, filters(client, page), at=datetime.now(UTC), limit=50)
+                    compiled = query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+                    statements.append((page, str(compiled)))
             connection = session.connection().connection.driver_connection
             assert connection is not None
             with connection.cursor() as cursor:
-                for statement in statements:  # warm
+                for _, statement in statements:  # warm
                     cursor.execute(statement).fetchall()
                 for _ in range(repeat):
-                    for statement in statements:
+                    for page, statement in statements:
                         started = time.perf_counter()
                         cursor.execute(statement).fetchall()
-                        timings.append((time.perf_counter() - started) * 1000)
+                        timings[page].append((time.perf_counter() - started) * 1000)
             session.rollback()
     finally:
         engine.dispose()
-    timings.sort()
+    out = {page: _figures(values) for page, values in timings.items()}
+    out["all"] = _figures([v for values in timings.values() for v in values])
+    return out
+
+
+def _figures(timings: list[float]) -> dict[str, float]:
+    timings = sorted(timings)
     return {
         "p50": statistics.median(timings),
         "p95": timings[int(len(timings) * 0.95)],
@@ -655,8 +678,10 @@ def main() -> None:
         else:
             url = reconciled_run(server, base, flows, args.size, steps, keep=args.keep)
         clients = bench_accounts(url, args.clients)
-        floor = floor_queries(url, clients, repeat=20)
-        console.print(f"floor (one page's SQL, sequential): {json.dumps({k: round(v, 2) for k, v in floor.items()})}")
+        floors = floor_queries(url, clients, repeat=20)
+        for page, floor in floors.items():
+            rounded = {k: round(v, 2) for k, v in floor.items()}
+            console.print(f"floor (one page's SQL, sequential), {page}: {json.dumps(rounded)}")
         database = RUN.format(size=args.size)
         with served(url, args.workers) as (base_url, pid):
             accounted = (pid, database)
@@ -699,10 +724,11 @@ def main() -> None:
                 f"{figures['server_cpu_ms']:.1f} + {figures['database_cpu_ms']:.1f} db",
                 f"{figures['load']:.1f}",
             )
-        http.add_row(
-            "floor: one page's SQL", f"{floor['per_s']:,.0f}", f"{floor['p50']:.1f}", f"{floor['p95']:.1f}",
-            f"{floor['p99']:.1f}", "0", "", "",
-        )  # fmt: skip
+        for page, floor in floors.items():
+            http.add_row(
+                f"floor: one page's SQL, {page}", f"{floor['per_s']:,.0f}", f"{floor['p50']:.1f}",
+                f"{floor['p95']:.1f}", f"{floor['p99']:.1f}", "0", "", "",
+            )  # fmt: skip
         for name, figures in rows[:2]:
             target = "met" if figures["p95"] < TARGET_P95_MS else "NOT met"
             console.print(f"{name}: p95 {figures['p95']:.1f} ms, target of {TARGET_P95_MS} ms {target}")
