@@ -115,7 +115,7 @@ def test_filters(db: Session, patient: Planned) -> None:
 
     total = count()
     assert count(gestore_id=patient.care.gestore.id) == total and count(gestore_id=999) == 0
-    assert count(level=2) == total and count(level=1) == 0
+    assert count(level=2) == total and count(level=1) == 0 and count(level=0) == 0  # 0 is a value, not unset
     assert count(gp_id="GP1") == total and count(gp_id="GP9") == 0
     assert count(pathology="diabetes_type2") == total and count(pathology="copd") == 0
     assert count(ats_code="321") == total and count(ats_code="322") == 0

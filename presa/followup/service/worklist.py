@@ -764,8 +764,13 @@ def _page_statement(selected: _S, filters: WorkListFilter, after: bool, dialect:
 
 
 def _given(filters: WorkListFilter) -> tuple[str, ...]:
-    """The filters that are set, by name: with the cursor and the dialect, what decides a page's statement."""
-    return tuple(f.name for f in fields(filters) if getattr(filters, f.name) not in (None, False, ()))
+    """The filters that are set, by name: with the cursor and the dialect, what decides a page's statement. Unset is
+    None, False or no kinds - by identity, so that a 0 (a level, an id) is a value, not "unset"."""
+    return tuple(f.name for f in fields(filters) if not _unset(getattr(filters, f.name)))
+
+
+def _unset(value: object) -> bool:
+    return value is None or value is False or value == ()
 
 
 def _page_values(filters: WorkListFilter, at: datetime, limit: int, after: str | None, dialect: str) -> dict[str, Any]:
