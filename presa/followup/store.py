@@ -229,7 +229,6 @@ class WorkItem(Base):
             "status <> 'closed' OR (closed_at IS NOT NULL AND closed_by IS NOT NULL AND outcome IS NOT NULL)",
             name="closure_recorded",
         ),
-        Index("ix_followup_work_items_owner", "owner_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -259,9 +258,9 @@ class WorkItem(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
 
 
-# The work lists' order, for the items not closed: a page is the first rows of one index range, per gestore (staff)
-# or per ATS (analysts), whatever the number of items.
-for _scope in ("gestore_id", "ats_code"):
+# The work lists' order, for the items not closed: a page is the first rows of one index range, per gestore (staff),
+# per ATS (analysts) or per owner (a case manager's own items), whatever the number of items.
+for _scope in ("gestore_id", "ats_code", "owner_id"):
     Index(
         f"ix_followup_work_items_{_scope.split('_')[0]}_queue",
         getattr(WorkItem, _scope),
