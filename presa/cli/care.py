@@ -213,7 +213,11 @@ def plan(
     database: DatabaseOption = None,
     author: AuthorOption = None,
 ) -> None:
-    """Generate and store the draft plan of every patient with a signed pact and no plan for those 12 months."""
+    """Generate and store the draft plan of every patient with a signed pact and no plan for those 12 months.
+
+    On PostgreSQL a batch of 50,000 patients or more checks the plans' references once at its end and holds the
+    plan tables until it commits: run it when the service centre is closed.
+    """
     from presa.care.service.bulk import BulkPlanReport, generate_all_plans
 
     day: date | None = parse_date(start, "--start") if start else None

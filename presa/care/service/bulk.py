@@ -18,10 +18,12 @@ each distinct calendar laid and stored once; a patient then costs two dictionary
 Storage is the database's bulk load, never an ORM INSERT per row. On PostgreSQL plans, versions and audit rows go
 in by COPY, as text assembled from those pre-rendered pieces: ``presa.care.store.bulk.bulk_insert`` would convert
 every value of every row in Python again, which for a region costs more than the database takes to store them. On
-SQLite, executemany (``bulk_insert``). The calendars' activities, a few per distinct calendar, go through
-``bulk_insert`` on both. Ids of plans and versions are taken beforehand (from the sequences on
-PostgreSQL), so that versions and activities can name them. Candidates stream from one query in chunks of
-``chunk_size`` patients, which bound the memory; ``on_progress`` gets the running totals after each chunk.
+SQLite, executemany (``bulk_insert``). The calendars met for the first time are stored by
+``presa.care.store.calendars`` (COPY too). Ids of plans and versions are taken beforehand (from the sequences on
+PostgreSQL), so that versions and audit rows can name them. A region's batch (from ``BULK_REFERENCES`` patients,
+PostgreSQL) has its foreign keys checked once at the end rather than row by row (``_references_checked_once``).
+Candidates stream from one query in chunks of ``chunk_size`` patients, which bound the memory; ``on_progress``
+gets the running totals after each chunk.
 Everything happens in the caller's transaction; nothing is committed.
 """
 
@@ -31,13 +33,14 @@ import json
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ForeignKeyConstraint, Text, and_, cast, exists, func, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.schema import AddConstraint, DropConstraint
 
@@ -353,11 +356,12 @@ def _age_key(templates: TemplateSet, age: int) -> int | tuple[str, int]:
 
 @contextmanager
 def _references_checked_once(connection: Connection, once: bool) -> Iterator[None]:
-    """When ``once``, the foreign keys of the plans and their versions are dropped for the load and added back at
-    its end, in the same transaction: PostgreSQL then checks each with one query over the tables instead of a
-    locking look-up per row, which cost more than storing the rows themselves (docs/PERFORMANCE.md; PostgreSQL's
-    manual, "Populating a Database": "a foreign key constraint can be checked in bulk more efficiently than
-    row-by-row"). The price: until the transaction ends, no one else reads or writes the plan tables.
+    """When ``once``, the foreign keys of :data:`BULK_TABLES` (plans, versions, calendar activities) are dropped for
+    the load and added back at its end, in the same transaction: PostgreSQL then checks each with one query over
+    the tables instead of a locking look-up per row, which cost more than storing the rows themselves
+    (docs/PERFORMANCE.md; PostgreSQL's manual, "Populating a Database": "a foreign key constraint can be checked
+    in bulk more efficiently than row-by-row"). The price: until the transaction ends, no one else reads or
+    writes the plan tables.
     """
     tables = BULK_TABLES if once else ()
     constraints = [fk for table in tables for fk in sorted(table.foreign_key_constraints, key=_name)]
@@ -365,10 +369,18 @@ def _references_checked_once(connection: Connection, once: bool) -> Iterator[Non
         connection.execute(DropConstraint(constraint))
     try:
         yield
-    finally:
-        # Added back even after an error: a caller who commits anyway keeps its constraints (or fails to commit).
-        for constraint in constraints:
-            connection.execute(AddConstraint(constraint))
+    except BaseException:
+        # Added back even after an error, so that a caller who commits anyway keeps them; when the error aborted
+        # the transaction that fails too, and the rollback the caller must make restores them.
+        with suppress(SQLAlchemyError):
+            _add_back(connection, constraints)
+        raise
+    _add_back(connection, constraints)
+
+
+def _add_back(connection: Connection, constraints: Sequence[ForeignKeyConstraint]) -> None:
+    for constraint in constraints:
+        connection.execute(AddConstraint(constraint))
 
 
 def _name(constraint: ForeignKeyConstraint) -> str:
