@@ -2,8 +2,8 @@
 
 The plans of a region repeat - the same merged pathways laid from the same start give the same calendar - so a
 plan version names its calendar (``care_plan_versions.calendar_id``) and the activities are stored with the
-calendar, not with the version: a million residents' 324,559 plans have 9,343 distinct calendars, and generating
-them stores 117,000 activity rows instead of 4.07 million. A calendar is found by the SHA-256 of its activities
+calendar, not with the version: a million residents' 324,559 plans have 7,555 distinct calendars, and generating
+them stores 188,091 activity rows instead of 4.07 million. A calendar is found by the SHA-256 of its activities
 in order (:func:`calendar_digest`); storing one that is already there stores nothing. A personalised version
 usually gets a calendar of its own; one that returns to an earlier calendar shares it again.
 

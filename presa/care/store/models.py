@@ -518,7 +518,7 @@ class PlanCalendar(Base):
     """A distinct dated calendar of activities, stored once and shared by every plan version that has it.
 
     A region's plans repeat - the same merged pathways laid from the same start give the same calendar - so the
-    activities are kept per calendar, not per version: a million residents' 324,559 plans have 9,343 calendars.
+    activities are kept per calendar, not per version: a million residents' 324,559 plans have 7,555 calendars.
     ``digest`` is the SHA-256 of the activities in order (``presa.care.store.calendars.calendar_digest``).
     """
 

@@ -1,7 +1,7 @@
 """Plan activities stored once per distinct calendar and shared by the versions that have it.
 
 ``plan_activities`` held every version's dated activities: 4.07 million rows for a million residents' 324,559
-plans, of which 9,343 distinct calendars. Storing them cost more than the rest of plan generation, and the
+plans, of which 7,555 distinct calendars. Storing them cost more than the rest of plan generation, and the
 target of 10,000 plans/s was out of reach even for a plain COPY of those rows (docs/PERFORMANCE.md). Now
 ``plan_calendars`` (one row per distinct calendar, found by the SHA-256 of its activities) and
 ``plan_calendar_activities`` (its activities, keyed by calendar and activity id, with their position) hold them,
