@@ -78,6 +78,15 @@ def test_a_case_manager_works_the_list_and_books_from_the_calendar(browser: Brow
     expect(page.get_by_role("status")).to_contain_text("Attività rinviata al")
     expect(page.locator(f'tr[data-item="{w.item_id}"]')).to_have_count(0)
 
+    # Assign the PAI review: the person is chosen once, above the list; the row's button sends it for that row.
+    nu1 = w.practitioners["NU1"]
+    page.get_by_label("Assegna a", exact=True).select_option(str(nu1))
+    row = page.locator(f'tr[data-item="{review.id}"]')
+    row.locator("summary").click()
+    row.get_by_role("button", name=re.compile("Assegna alla persona scelta sopra")).click()
+    expect(page.get_by_role("status")).to_have_text("Attività assegnata.")
+    assert stored_items(site)[review.id].owner_id == nu1
+
     # Close the PAI review with its outcome.
     row = page.locator(f'tr[data-item="{review.id}"]')
     row.locator("summary").click()
