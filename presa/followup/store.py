@@ -259,7 +259,8 @@ class WorkItem(Base):
 
 
 # The work lists' order, for the items not closed: a page is the first rows of one index range, per gestore (staff),
-# per ATS (analysts) or per owner (a case manager's own items), whatever the number of items.
+# per ATS (analysts) or per owner (a case manager's own items), whatever the number of items. (Migration 0013 also
+# gives PostgreSQL extended statistics on owner and gestore, which SQLAlchemy's metadata cannot declare.)
 for _scope in ("gestore_id", "ats_code", "owner_id"):
     Index(
         f"ix_followup_work_items_{_scope.split('_')[0]}_queue",
