@@ -11,7 +11,7 @@ counted):
 - plans: ``generate_all_plans`` end to end - candidates query, merge, calendar, storage, commit;
 - floor: the very rows that step stored (plans, calendars and their activities, versions, audit rows), dumped to
   files after it and copied back into a clone with plain COPY in one transaction, the foreign keys dropped before
-  and added back after as the plans step does for a region (``presa.care.service.bulk.BULK_TABLES``) - the cost
+  and added back after as the plans step does for a region (``presa.care.service.bulk.BULK_FOREIGN_KEYS``) - the cost
   of storing them and nothing else;
 - optionally (``--uncached``) the plans step again with the per-combination cache off.
 
@@ -51,7 +51,7 @@ from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from bench.measure import Measurement, measure
 from bench.stratify import commit, machine
-from presa.care.service.bulk import AUDIT_COLUMNS, BULK_TABLES, PLAN_COLUMNS, VERSION_COLUMNS
+from presa.care.service.bulk import AUDIT_COLUMNS, BULK_FOREIGN_KEYS, PLAN_COLUMNS, VERSION_COLUMNS
 from presa.care.service.organisations import assign_role, create_gestore, register_practitioner
 from presa.care.service.population import load_run
 from presa.care.store import make_engine, upgrade
@@ -285,11 +285,10 @@ def run_copy(url: str, loads: Load, before: Sequence[str] = (), after: Sequence[
 
 def references_checked_once() -> tuple[list[str], list[str]]:
     """The foreign keys ``generate_all_plans`` drops and adds back for a region's load, as SQL."""
-    keys = [fk for table in BULK_TABLES for fk in sorted(table.foreign_key_constraints, key=lambda k: str(k.name))]
     dialect = create_engine("postgresql+psycopg://").dialect  # not connected: only to write the SQL
     return (
-        [str(DropConstraint(fk).compile(dialect=dialect)) for fk in keys],
-        [str(AddConstraint(fk).compile(dialect=dialect)) for fk in keys],
+        [str(DropConstraint(fk).compile(dialect=dialect)) for fk in BULK_FOREIGN_KEYS],
+        [str(AddConstraint(fk).compile(dialect=dialect)) for fk in BULK_FOREIGN_KEYS],
     )
 
 

@@ -51,7 +51,7 @@ from presa.care.plan import MergedPlan, PlanActivity, PlannedActivity, merge_pat
 from presa.care.service.common import now, today_in_italy
 from presa.care.service.plans import PLANNABLE
 from presa.care.store.audit import origin, record
-from presa.care.store.bulk import bulk_insert, copy_text, copy_value, table_of
+from presa.care.store.bulk import bulk_insert, copy_text, copy_value, driver_of, table_of
 from presa.care.store.calendars import CalendarDigests, store_calendars
 from presa.care.store.models import (
     AuditEvent,
@@ -69,8 +69,13 @@ CHUNK_PATIENTS = 20_000
 """Patients per chunk: their candidate rows and plans are in memory at once (the rendered distinct plans are shared)."""
 BULK_REFERENCES = 50_000
 """Plans from which, on PostgreSQL, their references are checked once at the end (``_references_checked_once``)."""
-BULK_TABLES = (table_of(CarePlanRecord), table_of(PlanVersion), table_of(PlanCalendarActivity))
-"""The tables whose foreign keys a region's load checks once."""
+BULK_FOREIGN_KEYS = tuple(
+    sorted(
+        (fk for m in (CarePlanRecord, PlanVersion, PlanCalendarActivity) for fk in table_of(m).foreign_key_constraints),
+        key=lambda fk: str(fk.name),
+    )
+)
+"""The foreign keys a region's load checks once: those of the plans, their versions and the calendar activities."""
 USUAL_AGES = range(0, 121)
 """Ages keyed by their template bracket; any other age is keyed by itself, so the pure core judges it."""
 
@@ -356,15 +361,14 @@ def _age_key(templates: TemplateSet, age: int) -> int | tuple[str, int]:
 
 @contextmanager
 def _references_checked_once(connection: Connection, once: bool) -> Iterator[None]:
-    """When ``once``, the foreign keys of :data:`BULK_TABLES` (plans, versions, calendar activities) are dropped for
-    the load and added back at its end, in the same transaction: PostgreSQL then checks each with one query over
+    """When ``once``, :data:`BULK_FOREIGN_KEYS` (of plans, versions, calendar activities) are dropped for the
+    load and added back at its end, in the same transaction: PostgreSQL then checks each with one query over
     the tables instead of a locking look-up per row, which cost more than storing the rows themselves
     (docs/PERFORMANCE.md; PostgreSQL's manual, "Populating a Database": "a foreign key constraint can be checked
     in bulk more efficiently than row-by-row"). The price: until the transaction ends, no one else reads or
     writes the plan tables.
     """
-    tables = BULK_TABLES if once else ()
-    constraints = [fk for table in tables for fk in sorted(table.foreign_key_constraints, key=_name)]
+    constraints = BULK_FOREIGN_KEYS if once else ()
     for constraint in constraints:
         connection.execute(DropConstraint(constraint))
     try:
@@ -381,10 +385,6 @@ def _references_checked_once(connection: Connection, once: bool) -> Iterator[Non
 def _add_back(connection: Connection, constraints: Sequence[ForeignKeyConstraint]) -> None:
     for constraint in constraints:
         connection.execute(AddConstraint(constraint))
-
-
-def _name(constraint: ForeignKeyConstraint) -> str:
-    return str(constraint.name)
 
 
 # --- the two stores ------------------------------------------------------------------------------------------
@@ -457,13 +457,13 @@ class _PostgresStore(_Store):
     def candidates(self, query: Any, chunk_size: int) -> Iterator[Sequence[Any]]:
         # A cursor is planned for its first rows (cursor_tuple_fraction 0.1: nested loops); all of them are wanted.
         setting = "cursor_tuple_fraction"
-        with self._driver().cursor() as cursor:
+        with driver_of(self.connection).cursor() as cursor:
             cursor.execute("SELECT current_setting(%s), set_config(%s, '1', true)", (setting, setting))
             row = cursor.fetchone()
         previous = str(row[0]) if row else "0.1"
         result = self.connection.execute(query, execution_options={"yield_per": chunk_size})
         try:
-            with self._driver().cursor() as cursor:
+            with driver_of(self.connection).cursor() as cursor:
                 cursor.execute("SELECT set_config(%s, %s, true)", (setting, previous))
             yield from result.partitions()
         finally:
@@ -472,7 +472,7 @@ class _PostgresStore(_Store):
     def reserve_ids(self, count: int) -> tuple[Sequence[int], Sequence[int]]:
         # The sequences' names are looked up once: pg_get_serial_sequence in the SELECT would run once per id.
         names = (table_of(CarePlanRecord).name, table_of(PlanVersion).name)
-        with self._driver().cursor() as cursor:
+        with driver_of(self.connection).cursor() as cursor:
             cursor.execute("SELECT pg_get_serial_sequence(%s, 'id'), pg_get_serial_sequence(%s, 'id')", names)
             sequences = cursor.fetchone()
             cursor.execute(
@@ -518,12 +518,6 @@ class _PostgresStore(_Store):
 
     def _copy(self, model: type[Any], columns: Sequence[str], lines: Iterator[str]) -> None:
         copy_text(self.connection, table_of(model), columns, lines)
-
-    def _driver(self) -> Any:
-        driver = self.connection.connection.driver_connection
-        if driver is None:  # pragma: no cover - a live connection always has one
-            raise RuntimeError("no DBAPI connection to query through")
-        return driver
 
 
 class _SqliteStore(_Store):

@@ -60,7 +60,7 @@ def copy_text(connection: Connection, table: Table, columns: Sequence[str], line
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     iterator = iter(lines)
-    with _driver(connection).cursor() as cursor, cursor.copy(statement) as copy:
+    with driver_of(connection).cursor() as cursor, cursor.copy(statement) as copy:
         while batch := "".join(islice(iterator, COPY_LINES)):
             copy.write(batch)
 
@@ -70,10 +70,11 @@ def copy_value(value: str | None) -> str:
     return "\\N" if value is None else value.translate(_COPY_ESCAPES)
 
 
-def _driver(connection: Connection) -> Any:
+def driver_of(connection: Connection) -> Any:
+    """The psycopg connection under a SQLAlchemy one, for COPY and for statements run without SQLAlchemy's layers."""
     driver = connection.connection.driver_connection
     if driver is None:  # pragma: no cover - a live connection always has one
-        raise RuntimeError("no DBAPI connection to COPY through")
+        raise RuntimeError("no DBAPI connection under this one")
     return driver
 
 
@@ -93,7 +94,7 @@ def _copy(connection: Connection, table: Table, columns: Sequence[str], rows: It
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     count = 0
-    with _driver(connection).cursor() as cursor, cursor.copy(statement) as copy:
+    with driver_of(connection).cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([convert(value) for convert, value in zip(converters, row, strict=True)])
             count += 1

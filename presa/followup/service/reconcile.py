@@ -71,7 +71,7 @@ from sqlalchemy.orm import Session, aliased
 from presa.care.service.common import CareError, get, now, require_text
 from presa.care.service.pacts import require_processing
 from presa.care.store.audit import record
-from presa.care.store.bulk import bulk_insert, counted, table_of
+from presa.care.store.bulk import bulk_insert, counted, driver_of, table_of
 from presa.care.store.models import (
     CarePact,
     CarePlanRecord,
@@ -335,8 +335,7 @@ def _store_executions(session: Session, load_id: int, incoming: Path | Sequence[
     RECON_INCOMING.drop(connection, checkfirst=True)
     RECON_INCOMING.create(connection)
     if isinstance(incoming, Path):
-        driver = connection.connection.driver_connection
-        assert driver is not None
+        driver = driver_of(connection)
         command = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL '\\N')").format(
             psql.Identifier(RECON_INCOMING.name), psql.SQL(", ").join(map(psql.Identifier, EXECUTION_COLUMNS))
         )
@@ -773,9 +772,7 @@ class _Recompute:
         if self.dialect != "postgresql":
             return self.session.execute(query).all()
         compiled = query.compile(dialect=connection.dialect)
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor:
+        with driver_of(connection).cursor() as cursor:
             rows: list[Any] = cursor.execute(str(compiled), compiled.params).fetchall()
             return rows
 
