@@ -28,7 +28,7 @@ from presa.care.store.models import (
 from presa.care.store.schema import metadata
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-HEAD = "0013"
+HEAD = "0014"
 STORE_TABLES = set(metadata.tables)
 
 
@@ -142,6 +142,7 @@ def test_migrations_ship_as_package_data() -> None:
         "r0011_executions_without_foreign_keys.py",
         "r0012_shared_plan_calendars.py",
         "r0013_work_items_owner_queue.py",
+        "r0014_work_items_kind_queue.py",
     ]
 
 

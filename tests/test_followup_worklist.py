@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from presa.care.service import CareError, ProcessingRefusedError, invite, load_run, revoke_pact
 from presa.care.service.organisations import assign_role, register_practitioner
 from presa.care.store.models import Patient
+from presa.care.store.prepared import driver_statement
 from presa.followup.rules import priority_band, priority_score
 from presa.followup.service.contacts import contacts_of, log_contact
 from presa.followup.service.reconcile import mark_done
@@ -22,11 +23,15 @@ from presa.followup.service.worklist import (
     assign,
     close,
     items_of,
+    list_item_rows,
     list_items,
     refresh_worklist,
+    row_page_statement,
     snooze,
 )
 from presa.followup.store import ItemKind, ItemStatus, Priority, WorkItem
+from presa.web.access import Visibility
+from presa.web.reads import DIALECT
 from tests.carebuilder import CareRuns, gestore
 from tests.followupbuilder import Planned, planned
 
@@ -254,3 +259,45 @@ def test_the_refresh_rescores_in_sql_as_the_rule_does(db: Session, patient: Plan
         if item.key.startswith("test:"):
             expected = priority_score(item.kind, person.level, item.due_on, JUNE_15)
             assert (item.priority_score, item.priority) == (expected, priority_band(expected)), item.key
+
+
+def test_the_apis_rows_are_the_lists_items_page_by_page(db: Session, patient: Planned) -> None:
+    """``list_item_rows`` (the API's statement: on PostgreSQL a page of several kinds is one index range per kind,
+    merged) pages through the same items in the same order as ``list_items``, for each shape of filter."""
+    refresh_worklist(db, today=JUNE_15, at=at(JUNE_15))
+    gestore_id = patient.care.gestore.id
+    scope = Visibility("gestore", {"scope_gestore": gestore_id})
+    shapes = [
+        {},
+        {"kinds": (ItemKind.OVERDUE,)},
+        {"kinds": (ItemKind.OVERDUE, ItemKind.NOT_BOOKED, ItemKind.DUE_SOON)},
+        {"kinds": (ItemKind.NOT_BOOKED, ItemKind.OVERDUE), "level": 2},
+        {"kinds": (ItemKind.CALL_BACK, ItemKind.PAI_REVIEW)},
+    ]
+    for shape in shapes:
+        filters = WorkListFilter(gestore_id=gestore_id, **shape)  # type: ignore[arg-type]
+        expected = [r.item.id for r in list_items(db, filters, at=at(JUNE_15), limit=500).rows]
+        seen, cursor = [], None
+        while True:
+            page = list_item_rows(db, filters, scope=scope, at=at(JUNE_15), limit=2, after=cursor)
+            seen.extend(row.id for row in page.rows)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == expected, shape
+    assert len(expected) == 0 and len(seen) == 0  # the last shape: no such items here
+    assert len([r for r in list_items(db, WorkListFilter(), at=at(JUNE_15), limit=500).rows]) >= 5
+
+
+def test_the_apis_statement_writes_its_constants_in_its_text() -> None:
+    """The states, kinds and LIMITs of a page are in the statement's text, not parameters: PostgreSQL can then plan
+    it once for all values with the queue index, whose condition (``status <> 'closed'``) it must see to use."""
+    filters = WorkListFilter(gestore_id=1, kinds=(ItemKind.OVERDUE, ItemKind.NOT_BOOKED))
+    statement = row_page_statement(filters, after=True, scope=Visibility("gestore", {}), dialect="postgresql")
+    compiled = driver_statement(statement, DIALECT, {"limit": 51})
+    assert "'open'" in compiled.sql and "'snoozed'" in compiled.sql and "'call_back'" in compiled.sql
+    assert "'revoked'" in compiled.sql and "LIMIT 51" in compiled.sql and "LIMIT 1" in compiled.sql
+    names = {name for name, _ in compiled.processors}
+    assert names <= {"at", "gestore_id", "scope_gestore", "after_score", "after_day", "after_id", "kinds",
+                     "page_kind_0", "page_kind_1"}  # fmt: skip
+    assert "scope_gestore" in names and "gestore_id" in names

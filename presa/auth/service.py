@@ -21,6 +21,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -218,7 +219,7 @@ def authenticate_token(session: Session, token: str, *, at: datetime | None = No
 
 _TOKENS, _ACCOUNTS, _PRACTITIONERS = table_of(ApiToken), table_of(Account), table_of(Practitioner)
 _t, _a = _TOKENS.c, _ACCOUNTS.c
-_BEARER = (
+BEARER = (
     select(_t.id.label("token_id"), _t.token_hash, _t.expires_at, _t.revoked_at, _t.last_used_at,
            _a.id.label("account_id"), _a.username, _a.role, _a.ats_code, _a.gestore_id, _a.practitioner_id,
            _a.patient_id, _a.disabled_at, _PRACTITIONERS.c.code.label("practitioner_code"))
@@ -227,7 +228,10 @@ _BEARER = (
     .where(_t.token_hash == bindparam("digest"))
 )  # fmt: skip
 """Token, account and practitioner's code in one statement on the tables, built once: it runs on every request,
-so neither the ORM's objects nor the building and cache-keying of a statement are paid each time."""
+so neither the ORM's objects nor the building and cache-keying of a statement are paid each time. Its row goes to
+:func:`accepted_bearer`."""
+TOKEN_USED = update(_TOKENS).where(_t.id == bindparam("token_id")).values(last_used_at=bindparam("used_at"))
+"""The token's ``last_used_at``, written when :func:`token_use_stale`."""
 
 
 def authenticate_bearer(session: Session, token: str, *, at: datetime | None = None) -> Bearer:
@@ -235,27 +239,44 @@ def authenticate_bearer(session: Session, token: str, *, at: datetime | None = N
     :data:`LAST_USED_RESOLUTION` old, so that a busy client does not write (and lock) its token row on every
     request."""
     at = at or now()
+    digest = bearer_digest(token)
+    row = session.connection().execute(BEARER, {"digest": digest}).first()
+    bearer = accepted_bearer(row, digest, at)
+    if token_use_stale(row, at):
+        session.connection().execute(TOKEN_USED, {"token_id": bearer.token_id, "used_at": at})
+    return bearer
+
+
+def bearer_digest(token: str) -> str:
+    """The digest a token is stored under; an :class:`AuthError` for what cannot be one of ours."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         raise AuthError("invalid or expired token")
-    digest = token_digest(token)
-    row = session.connection().execute(_BEARER, {"digest": digest}).first()
+    return token_digest(token)
+
+
+def accepted_bearer(row: Any, digest: str, at: datetime) -> Bearer:
+    """The :class:`Bearer` of a row of :data:`BEARER` (``None``: no such token) if the token is valid at ``at``;
+    an :class:`AuthError` that says no more than "invalid or expired" otherwise."""
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise AuthError("invalid or expired token")
     if row.revoked_at is not None or row.expires_at <= at or row.disabled_at is not None:
         raise AuthError("invalid or expired token")
-    if row.last_used_at is None or not timedelta(0) <= at - row.last_used_at < LAST_USED_RESOLUTION:
-        session.execute(update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=at))
     return Bearer(
         token_id=row.token_id,
         account_id=row.account_id,
         username=row.username,
-        role=row.role,
+        role=Role(row.role),
         ats_code=row.ats_code,
         gestore_id=row.gestore_id,
         practitioner_id=row.practitioner_id,
         practitioner_code=row.practitioner_code,
         patient_id=row.patient_id,
     )
+
+
+def token_use_stale(row: Any, at: datetime) -> bool:
+    """Whether the token's ``last_used_at`` (a row of :data:`BEARER`) is to be written at ``at``."""
+    return row.last_used_at is None or not timedelta(0) <= at - row.last_used_at < LAST_USED_RESOLUTION
 
 
 def revoke_token(session: Session, token_id: int, *, author: str, at: datetime | None = None) -> ApiToken:

@@ -271,6 +271,17 @@ for _scope in ("gestore_id", "ats_code", "owner_id"):
         postgresql_where=text("status <> 'closed'"),
         sqlite_where=text("status <> 'closed'"),
     )
+# A page of some kinds of item of a gestore: one range per kind (migration 0014).
+Index(
+    "ix_followup_work_items_gestore_kind_queue",
+    WorkItem.gestore_id,
+    WorkItem.kind,
+    WorkItem.priority_score.desc(),
+    WorkItem.due_on,
+    WorkItem.id,
+    postgresql_where=text("status <> 'closed'"),
+    sqlite_where=text("status <> 'closed'"),
+)
 
 
 # --- booking -------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import anyio.to_thread
@@ -21,12 +21,15 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from presa.auth.models import Account
-from presa.auth.service import AuthError, authenticate_bearer
+from presa.auth.service import AuthError, Bearer, authenticate_bearer
 from presa.care.store.audit import origin, record, set_origin
 from presa.care.store.bulk import bulk_insert, table_of
 from presa.care.store.models import AuditEvent, Episode, Patient, Practitioner
 from presa.web.access import Actor, Permission, Pseudonyms, check, visible_patient, visible_patient_id
 from presa.web.errors import ApiError
+
+if TYPE_CHECKING:
+    from presa.web.reads import ReadPool
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 SMALL_AUDIT = 1_000
@@ -42,6 +45,8 @@ class AppState:
     sessions: sessionmaker[Session]
     key: bytes
     pseudonyms: Pseudonyms
+    reads: ReadPool | None = None
+    """PostgreSQL's connections for the reads answered on the event loop (``presa.web.reads``); None on SQLite."""
 
 
 def state_of(request: Request) -> AppState:
@@ -101,6 +106,11 @@ def current_actor(request: Request, session: SessionDep, token: Annotated[str | 
         bearer = authenticate_bearer(session, token)
     except AuthError as exc:
         raise unauthenticated(str(exc)) from None
+    return bearer_actor(bearer, client_address(request))
+
+
+def bearer_actor(bearer: Bearer, remote_addr: str | None) -> Actor:
+    """The actor of a valid bearer token, calling from ``remote_addr``."""
     return Actor(
         account_id=bearer.account_id,
         username=bearer.username,
@@ -111,7 +121,7 @@ def current_actor(request: Request, session: SessionDep, token: Annotated[str | 
         practitioner_code=bearer.practitioner_code,
         patient_id=bearer.patient_id,
         token_id=bearer.token_id,
-        remote_addr=client_address(request),
+        remote_addr=remote_addr,
     )
 
 

@@ -10,13 +10,14 @@ sets it for the session of each request, so the rows that services write carry t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import ColumnElement, Integer, String, bindparam, event, insert, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.sql.selectable import Select
 
 from presa.care.store.models import AuditEvent
 
@@ -96,3 +97,28 @@ def _refuse_update(_mapper: Mapper[AuditEvent], _connection: Connection, target:
 @event.listens_for(AuditEvent, "before_delete")
 def _refuse_delete(_mapper: Mapper[AuditEvent], _connection: Connection, target: AuditEvent) -> None:
     raise AuditTrailError(f"audit row {target.id} cannot be deleted: the trail is append-only")
+
+
+def recording_reads(
+    page: Select[Any], order: Callable[[Any], Sequence[ColumnElement[Any]]], *, action: str, entity: str
+) -> Select[Any]:
+    """``page`` - rows of patient data with a ``patient_id``, in ``order`` (a function of the page's columns) - as
+    one statement that also writes, as :func:`record` would, one audit row per patient among its first ``shown``
+    rows: on PostgreSQL (a data-modifying ``WITH``), in the statement and the transaction that read them, one
+    round trip. Its parameters: ``shown``, written in the text, and ``audit_at``, ``audit_actor`` and
+    ``audit_addr``."""
+    rows = page.cte("page")
+    shown = select(rows.c.patient_id).order_by(*order(rows.c))
+    shown_ids = shown.limit(bindparam("shown", type_=Integer, literal_execute=True)).subquery("shown")
+    audit = AuditEvent.__table__.c
+    written = select(
+        bindparam("audit_at", type_=audit.at.type),
+        bindparam("audit_actor", type_=String),
+        literal(action, String, literal_execute=True),
+        literal(entity, String, literal_execute=True),
+        shown_ids.c.patient_id,
+        bindparam("audit_addr", type_=String),
+    ).distinct()
+    columns = ["at", "actor", "action", "entity", "patient_id", "remote_addr"]
+    audited = insert(AuditEvent).from_select(columns, written).cte("audited")
+    return select(rows).add_cte(audited).order_by(*order(rows.c))

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, TypeVar
+from typing import cast as cast_type
 
 from sqlalchemy import (
     BindParameter,
@@ -39,11 +40,13 @@ from sqlalchemy import (
     select,
     true,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy import literal as sql_literal
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
+from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
 from presa.care.enrolment import EpisodeState
 from presa.care.pact import PactStatus
@@ -581,6 +584,11 @@ class WorkListFilter:
     due_until: date | None = None
     include_snoozed: bool = False
 
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """What of the filter decides a page's statement: which filters are set, and how many kinds."""
+        return _given(self), len(self.kinds)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkRow:
@@ -672,7 +680,8 @@ class RowPage:
     next_cursor: str | None = None
 
 
-_ROW_PAGES: dict[tuple[object, ...], Select[*tuple[Any, ...]]] = {}
+AnySelect = Select[*tuple[Any, ...]]
+_ROW_PAGES: dict[tuple[object, ...], AnySelect] = {}
 """The statements of :func:`list_item_rows` by shape; a few dozen in practice (bounded all the same)."""
 MAX_SHAPES = 512
 
@@ -687,25 +696,94 @@ def list_item_rows(
     after: str | None = None,
 ) -> RowPage:
     """:func:`list_items` as plain rows of :data:`LISTED_COLUMNS` - the same items in the same order - for the API,
-    which turns a page of up to 500 rows straight into JSON: no ORM object per item, and the statement built once
-    per shape (which filters are given, a cursor or not, the scope's form, the dialect) and run with this page's
-    values, because building and cache-keying it afresh took longer than running it."""
+    which turns a page of up to 500 rows straight into JSON: no ORM object per item, and the statement of
+    :func:`row_page_statement`, built once per shape."""
     dialect = session.get_bind().dialect.name
-    shape = (dialect, _given(filters), after is not None, scope.form)
-    statement = _ROW_PAGES.get(shape)
-    if statement is None:
-        statement = _page_statement(select(*LISTED_COLUMNS), filters, after is not None, dialect)
-        statement = statement.where(scope.condition(WorkItem.patient_id))
-        if len(_ROW_PAGES) >= MAX_SHAPES:
-            _ROW_PAGES.clear()
-        _ROW_PAGES[shape] = statement
-    values = _page_values(filters, at or now(), limit, after, dialect)
+    statement = row_page_statement(filters, after=after is not None, scope=scope, dialect=dialect)
+    values = row_page_values(filters, at or now(), limit, after, dialect)
     # On the session's connection, not through the session: the rows are plain columns, which the ORM's result
     # layer would only copy (0.2 ms a page).
     rows = session.connection().execute(statement, {**values, **scope.values}).all()
+    return row_page(rows, limit)
+
+
+def row_page(rows: Sequence[Row[*tuple[Any, ...]]], limit: int) -> RowPage:
+    """The page of rows of :func:`row_page_statement` (one more than ``limit``, when more follow)."""
     more = len(rows) > limit
     rows = rows[:limit]
     return RowPage(rows, encode_cursor(rows[-1]) if more else None)
+
+
+def row_page_statement(filters: WorkListFilter, *, after: bool, scope: PageScope, dialect: str) -> AnySelect:
+    """The statement of a page of :func:`list_item_rows` of this shape (which filters are given, how many kinds, a
+    cursor or not, the scope's form, the dialect), built once and run with each page's values
+    (:func:`row_page_values` and the scope's), because building and cache-keying it afresh took longer than
+    running it.
+
+    On PostgreSQL a page of some kinds of item is one index range per kind (migration 0014), merged: with the
+    kinds as one ``IN`` list the gestore's queue was walked and every item of another kind skipped (2.6 ms of SQL
+    against 0.7 ms for a page of all kinds at a million residents). The statement's constants are written in its
+    text (:func:`_constants_inline`)."""
+    shape = (dialect, filters.shape, after, scope.form)
+    known = _ROW_PAGES.get(shape)
+    if known is not None:
+        return known
+    merged = dialect == "postgresql" and bool(filters.kinds)
+    page = _page_statement(select(*LISTED_COLUMNS), filters, after, dialect, kinds=not merged)
+    page = page.where(scope.condition(WorkItem.patient_id))
+    statement = _constants_inline(_merged_kinds(page, len(filters.kinds)) if merged else page)
+    if len(_ROW_PAGES) >= MAX_SHAPES:
+        _ROW_PAGES.clear()
+    _ROW_PAGES[shape] = statement
+    return statement
+
+
+def row_page_values(
+    filters: WorkListFilter, at: datetime, limit: int, after: str | None, dialect: str
+) -> dict[str, Any]:
+    """The values of :func:`row_page_statement` but the scope's: :func:`_page_values`, the kinds one by one where
+    they are merged ranges."""
+    values = _page_values(filters, at, limit, after, dialect)
+    if dialect == "postgresql" and "kinds" in values:
+        values.update({f"page_kind_{number}": kind for number, kind in enumerate(values.pop("kinds"))})
+    return values
+
+
+def _merged_kinds(statement: AnySelect, kinds: int) -> AnySelect:
+    """``statement`` (a page, in the list's order, with its LIMIT) for each of ``kinds`` kinds of item - bind
+    parameters ``page_kind_0``, ``page_kind_1``... - merged into one page in the same order."""
+    ranges = union_all(*(statement.where(WorkItem.kind == bindparam(f"page_kind_{n}")) for n in range(kinds)))
+    merged = ranges.subquery("by_kind")
+    return select(merged).order_by(*list_order(merged.c)).limit(_limit())
+
+
+def list_order(columns: Any) -> list[ColumnElement[Any]]:
+    """The work list's order over ``columns`` (the items', or a subquery's of them): the highest priority score
+    first, then the earliest due, then the oldest item."""
+    return [columns.priority_score.desc(), columns.due_on, columns.id]
+
+
+def _limit() -> BindParameter[int]:
+    """A page's LIMIT, written in the statement's text when it runs (one text per page size: a handful)."""
+    return bindparam("limit", type_=Integer, literal_execute=True)
+
+
+def _constants_inline(statement: AnySelect) -> AnySelect:
+    """``statement`` with its constants (an item's states and kinds, a pact's, a probe's ``LIMIT 1``) written in
+    its text rather than sent as parameters. PostgreSQL then plans the prepared statement once for all, a generic
+    plan that walks the queue index: with its constants as parameters it could not know that the partial index
+    (``status <> 'closed'``) applies, chose a full scan for the generic plan and so planned every execution
+    afresh, 0.3-0.5 ms of each page's SQL."""
+
+    def inline(element: ExternallyTraversible, **_: Any) -> ExternallyTraversible | None:
+        if isinstance(element, BindParameter) and element.unique and element.value is not None:
+            constant = element._clone()
+            constant.literal_execute = True
+            return constant
+        return None
+
+    inlined = replacement_traverse(cast_type(ExternallyTraversible, statement), {}, inline)
+    return cast_type(AnySelect, inlined)  # a statement gives a statement of its kind
 
 
 def work_list_query(
@@ -728,18 +806,19 @@ def work_list_query(
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 
 
-def _page_statement(selected: _S, filters: WorkListFilter, after: bool, dialect: str) -> _S:
+def _page_statement(selected: _S, filters: WorkListFilter, after: bool, dialect: str, *, kinds: bool = True) -> _S:
     """``selected`` (columns of work items and their patients) from one page of the list: the items' order, what
     is shown, the filters given and the cursor, every value a bind parameter named as in :func:`_page_values`.
-    What it builds depends on :func:`_given` ``(filters)``, ``after`` and ``dialect`` only."""
+    What it builds depends on :func:`_given` ``(filters)``, ``after`` and ``dialect`` only; without ``kinds`` the
+    kinds are left to the caller."""
     w = WorkItem
     at: BindParameter[datetime] = bindparam("at")  # typed by the columns it is compared with
     query = (
         selected.select_from(w)
         .join(Patient, Patient.id == w.patient_id)
         .where(~_revoked(w.patient_id))
-        .order_by(w.priority_score.desc(), w.due_on, w.id)
-        .limit(bindparam("limit", type_=Integer))
+        .order_by(*list_order(w))
+        .limit(_limit())
     )
     shown: ColumnElement[bool] = or_(
         w.status == ItemStatus.OPEN, and_(w.status == ItemStatus.SNOOZED, w.snoozed_until <= at)
@@ -747,7 +826,7 @@ def _page_statement(selected: _S, filters: WorkListFilter, after: bool, dialect:
     if filters.include_snoozed:
         shown = w.status != ItemStatus.CLOSED
     query = query.where(shown, or_(w.kind != ItemKind.CALL_BACK, w.due_at <= at))
-    query = query.where(*_conditions(filters, dialect))
+    query = query.where(*_conditions(filters, dialect, kinds=kinds))
     if after:
         score: BindParameter[int] = bindparam("after_score")
         day: BindParameter[date] = bindparam("after_day")
@@ -790,7 +869,7 @@ def _page_values(filters: WorkListFilter, at: datetime, limit: int, after: str |
     return values
 
 
-def _conditions(f: WorkListFilter, dialect: str) -> list[ColumnElement[bool]]:
+def _conditions(f: WorkListFilter, dialect: str, *, kinds: bool = True) -> list[ColumnElement[bool]]:
     w = WorkItem
     conditions: list[ColumnElement[bool]] = []
     if f.gestore_id is not None:
@@ -807,7 +886,7 @@ def _conditions(f: WorkListFilter, dialect: str) -> list[ColumnElement[bool]]:
         conditions.append(Patient.level == bindparam("level"))
     if f.pathology is not None:
         conditions.append(_has_pathology(dialect))
-    if f.kinds:
+    if f.kinds and kinds:
         conditions.append(w.kind.in_(bindparam("kinds", expanding=True)))
     if f.priority is not None:
         conditions.append(w.priority == bindparam("priority"))

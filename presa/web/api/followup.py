@@ -16,11 +16,13 @@ leaves an audit row.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, BeforeValidator, Field, StrictBool, StringConstraints
 from sqlalchemy import Row, exists, select
 from sqlalchemy.orm import Session
@@ -30,7 +32,9 @@ from presa.care.service.common import CareError, now, today_in_italy
 from presa.care.service.organisations import network
 from presa.care.service.pacts import can_process, require_processing
 from presa.care.service.plans import plans_of
+from presa.care.store.audit import recording_reads, set_origin
 from presa.care.store.models import CarePlanRecord, Patient, PlanCalendarActivity, PlanStatus, PlanVersion, Provider
+from presa.care.store.prepared import DriverStatement, driver_statement
 from presa.followup.rules import activity_window, next_action
 from presa.followup.service.booking import (
     PlannedActivity,
@@ -51,10 +55,15 @@ from presa.followup.service.transitions import open_transition
 from presa.followup.service.worklist import (
     LISTED_COLUMNS,
     MAX_PAGE,
+    RowPage,
     WorkListFilter,
     assign,
     close,
     list_item_rows,
+    list_order,
+    row_page,
+    row_page_statement,
+    row_page_values,
     snooze,
 )
 from presa.followup.store import (
@@ -78,11 +87,12 @@ from presa.followup.store import (
     TransitionKind,
     WorkItem,
 )
-from presa.web.access import Permission, visibility
+from presa.web.access import Actor, Permission, Visibility, check, visibility
 from presa.web.api.patients import PatientRef, ProcessingOut
 from presa.web.api.plans import ActivityKey, visible_plan
-from presa.web.deps import Ctx, requires
+from presa.web.deps import Ctx, client_address, current_actor, oauth2, requires, state_of
 from presa.web.errors import ApiError, not_found
+from presa.web.reads import DIALECT, fetch_rows, token_actor
 from presa.web.schemas import Body, Code, Day, Instant, Name, PathologyId, QueryId, RowId, ServiceCode, Text
 
 router = APIRouter(tags=["follow-up"])
@@ -494,15 +504,30 @@ def json_answer(content: object) -> Response:
     return Response(orjson.dumps(content, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
-def _own_gestore_id(ctx: Ctx) -> int:
-    if ctx.actor.gestore_id is None:  # pragma: no cover - staff accounts always have their gestore
-        raise ApiError(403, "your account works for no gestore")
-    return ctx.actor.gestore_id
+@dataclass(frozen=True, slots=True)
+class WorkListAsked:
+    """What a request for the work list asks: its query, checked."""
+
+    owner_id: int | None
+    mine: bool
+    unassigned: bool
+    gestore_id: int | None
+    gp_id: str | None
+    level: int | None
+    pathology: str | None
+    kinds: tuple[ItemKind, ...]
+    priority: Priority | None
+    due_from: date | None
+    due_until: date | None
+    include_snoozed: bool
+    limit: int
+    after: str | None
 
 
 @router.get("/work-items", response_model=WorkListOut)
-def work_list(
-    ctx: Annotated[Ctx, requires(Permission.READ_WORKLIST)],
+async def work_list(
+    request: Request,
+    token: Annotated[str | None, Depends(oauth2)],
     owner_id: Annotated[QueryId | None, Query(description="items assigned to this practitioner")] = None,
     mine: Annotated[bool, Query(description="items assigned to the signed-in practitioner")] = False,
     unassigned: Annotated[bool, Query()] = False,
@@ -523,35 +548,86 @@ def work_list(
     Staff see their gestore's items of the patients within their scope (a clinician: the patients they follow);
     an ATS analyst sees the items of their ATS, pseudonymised. Each row says its next action.
     """
-    actor = ctx.actor
-    if mine:
+    asked = WorkListAsked(
+        owner_id, mine, unassigned, gestore_id, gp_id, level, pathology, tuple(kind or ()), priority, due_from,
+        due_until, include_snoozed, limit, after,
+    )  # fmt: skip
+    state = state_of(request)
+    reads = state.reads
+    if reads is None or not reads.ready:
+        return await run_in_threadpool(_work_list_in_session, request, token, asked)
+    async with reads.connection() as connection:
+        actor = await token_actor(connection, token, client_address(request))
+        check(actor, Permission.READ_WORKLIST)
+        filters, scope = _work_list_filter(actor, asked), visibility(actor)
+        statement = reads.statement(
+            ("work list", filters.shape, asked.after is not None, scope.form, asked.limit),
+            lambda: _audited_page(filters, asked, scope),
+        )
+        values = row_page_values(filters, now(), asked.limit, asked.after, "postgresql")
+        audit = {"audit_at": now(), "audit_actor": actor.username, "audit_addr": actor.remote_addr}
+        rows = await fetch_rows(connection, statement, {**values, **scope.values, **audit})
+    return _work_list_answer(state.key, actor, row_page(rows, asked.limit), asked.limit)
+
+
+def _work_list_in_session(request: Request, token: str | None, asked: WorkListAsked) -> Response:
+    """:func:`work_list` in a session, in the thread pool, as every endpoint runs (SQLite's way)."""
+    state = state_of(request)
+    with state.sessions() as session, session.begin():
+        set_origin(session, client_address(request))
+        actor = current_actor(request, session, token)
+        check(actor, Permission.READ_WORKLIST)
+        filters = _work_list_filter(actor, asked)
+        page = list_item_rows(session, filters, limit=asked.limit, after=asked.after, scope=visibility(actor))
+        Ctx(session, actor, state).audit_patients("list", "work_item", dict.fromkeys(r.patient_id for r in page.rows))
+    return _work_list_answer(state.key, actor, page, asked.limit)
+
+
+def _audited_page(filters: WorkListFilter, asked: WorkListAsked, scope: Visibility) -> DriverStatement:
+    """A page's statement with its audit rows, compiled for the read pool."""
+    page = row_page_statement(filters, after=asked.after is not None, scope=scope, dialect="postgresql")
+    audited = recording_reads(page, list_order, action="list", entity="work_item")
+    return driver_statement(audited, DIALECT, {"limit": asked.limit + 1, "shown": asked.limit})
+
+
+def _work_list_filter(actor: Actor, asked: WorkListAsked) -> WorkListFilter:
+    """The filter of the items ``actor`` asked for and may see (staff: their gestore's; analysts: their ATS's)."""
+    owner_id = asked.owner_id
+    if asked.mine:
         if actor.practitioner_id is None:
             raise ApiError(422, "invalid request: query.mine: your account is not a practitioner's")
         owner_id = actor.practitioner_id
     if actor.pseudonymised:
-        own_gestore, ats_code = gestore_id, actor.ats_code
+        own_gestore, ats_code = asked.gestore_id, actor.ats_code
     else:
-        own_gestore, ats_code = _own_gestore_id(ctx), None
-        if gestore_id is not None and gestore_id != own_gestore:
-            raise ApiError(403, f"your account works for gestore {own_gestore}, not {gestore_id}")
-    filters = WorkListFilter(
+        own_gestore, ats_code = _own_gestore_id(actor), None
+        if asked.gestore_id is not None and asked.gestore_id != own_gestore:
+            raise ApiError(403, f"your account works for gestore {own_gestore}, not {asked.gestore_id}")
+    return WorkListFilter(
         gestore_id=own_gestore,
         ats_code=ats_code,
         owner_id=owner_id,
-        unassigned=unassigned,
-        gp_id=gp_id,
-        level=level,
-        pathology=pathology,
-        kinds=tuple(kind or ()),
-        priority=priority,
-        due_from=due_from,
-        due_until=due_until,
-        include_snoozed=include_snoozed,
+        unassigned=asked.unassigned,
+        gp_id=asked.gp_id,
+        level=asked.level,
+        pathology=asked.pathology,
+        kinds=asked.kinds,
+        priority=asked.priority,
+        due_from=asked.due_from,
+        due_until=asked.due_until,
+        include_snoozed=asked.include_snoozed,
     )
-    page = list_item_rows(ctx.session, filters, limit=limit, after=after, scope=visibility(actor))
-    ctx.audit_patients("list", "work_item", dict.fromkeys(row.patient_id for row in page.rows))
+
+
+def _own_gestore_id(actor: Actor) -> int:
+    if actor.gestore_id is None:  # pragma: no cover - staff accounts always have their gestore
+        raise ApiError(403, "your account works for no gestore")
+    return actor.gestore_id
+
+
+def _work_list_answer(key: bytes, actor: Actor, page: RowPage, limit: int) -> Response:
     if actor.pseudonymised:
-        items = [pseudonymous_item(ctx.state.key, row) for row in page.rows]
+        items = [pseudonymous_item(key, row) for row in page.rows]
     else:
         items = [listed_item(row) for row in page.rows]
     return json_answer({"items": items, "limit": limit, "next_cursor": page.next_cursor})
@@ -821,7 +897,7 @@ def _provider(ctx: Ctx, provider_id: int) -> Provider:
 
 def _in_my_network(ctx: Ctx, provider: Provider) -> None:
     """403 unless the provider is in the network of the administrator's gestore today."""
-    gestore_id = _own_gestore_id(ctx)
+    gestore_id = _own_gestore_id(ctx.actor)
     if provider.id not in {p.id for p in network(ctx.session, gestore_id, today_in_italy())}:
         raise ApiError(403, f"provider {provider.id} is not in the network of your gestore ({gestore_id})")
 
