@@ -2,7 +2,7 @@
 PostgreSQL, outside SQLAlchemy's sessions (``presa.care.store.prepared``).
 
 At 20 case managers asking without pause, a page through the thread pool, an ORM session and SQLAlchemy's
-execution layer cost 3-4 ms of Python and five round trips (BEGIN, the token, the page, its audit rows, COMMIT);
+execution layer cost 3.4-4.8 ms of Python and five round trips (BEGIN, the token, the page, its audit rows, COMMIT);
 here it is two statements, each its own transaction: the token (``presa.auth.service.BEARER``), then the page
 together with its audit rows (``presa.care.store.audit.recording_reads``), so that no page is ever shown without
 its audit rows written. Requests wait for each other on the event loop, in order, not for the interpreter's lock
