@@ -1,6 +1,7 @@
 """The work list answered on the event loop (``presa.web.reads``), on PostgreSQL: through its own pool of psycopg
 connections, a page and its audit rows in one statement; a rested connection closed meanwhile is replaced. On
-SQLite the same requests run in the thread pool; both write one audit row per patient shown, and only for them."""
+SQLite the same requests run in the thread pool; both write one audit row per patient shown, and only for them.
+Without its database the API answers 503, by either way."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from presa.care.store.database import normalise_url
 from presa.web.app import create_app
 from presa.web.reads import ReadPool
 from tests.conftest import Api
-from tests.liveserver import KEY
-from tests.pgserver import PgServer
+from tests.liveserver import KEY, LiveServer
+from tests.pgserver import PgServer, free_port
 
 FOLLOWUP_WORLD = True
 
@@ -96,3 +97,17 @@ def test_a_rested_read_connection_closed_meanwhile_is_replaced(pg_server: PgServ
 
     first, second = asyncio.run(backends())
     assert second != first
+
+
+def test_without_its_database_the_api_answers_503_not_500() -> None:
+    """The database unreachable: every request, by either way to the database, says so (503, Retry-After), and
+    nothing is carried out."""
+    server = LiveServer(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/presa_nowhere")
+    state = server.server.config.app.state.presa
+    state.reads = ReadPool(state.engine.url, size=2, rest=5.0, timeout=0.5)  # not 10 s, for the test
+    with server, server.client() as http:
+        headers = {"Authorization": "Bearer presa_anything"}
+        for path in ("/api/me", "/api/work-items"):
+            response = http.get(path, headers=headers)
+            assert response.status_code == 503, (path, response.text)
+            assert "database is unavailable" in response.json()["detail"] and response.headers["Retry-After"] == "5"

@@ -21,7 +21,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from psycopg import OperationalError as DriverOperationalError
+from psycopg_pool import PoolTimeout as ReadPoolTimeout
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolExhausted
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +35,7 @@ from presa.care.plan import PlanChangeError
 from presa.care.service.common import CareError, NotFoundError
 
 log = logging.getLogger("presa.web")
+RETRY = {"Retry-After": "5"}
 MAX_BODY_BYTES = 256 * 1024
 MAX_REASON = 200
 
@@ -109,6 +113,15 @@ def install(app: FastAPI) -> None:
     async def collision(_: Request, exc: IntegrityError) -> JSONResponse:
         log.info("integrity error: %s", exc.orig)
         return body(409, "the change conflicts with data already stored (a code or an entry that already exists)")
+
+    for unavailable in (OperationalError, PoolExhausted, ReadPoolTimeout, DriverOperationalError):
+
+        @app.exception_handler(unavailable)
+        async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+            # the server down or restarting, a connection lost, no connection free in time, a deadlock or a
+            # cancelled statement: nothing was carried out, and the same request may succeed in a moment
+            log.warning("database unavailable: %s", exc)
+            return body(503, "the database is unavailable: nothing was done, try again shortly", headers=RETRY)
 
     @app.exception_handler(Exception)
     async def bug(_: Request, exc: Exception) -> JSONResponse:

@@ -44,6 +44,8 @@ CONNECTION_SETTINGS = {
 """Each statement its own transaction; prepared on its first run; planned once for all values (see above);
 instants read in UTC, as the models read them; named, for whoever looks at the server's connections."""
 MAX_STATEMENTS = 256
+WAIT_FOR_CONNECTION = 10.0
+"""Seconds a request waits for a connection (all in use, or the database unreachable) before it is answered 503."""
 
 
 class ReadPool:
@@ -51,9 +53,9 @@ class ReadPool:
     event loop that serves it. A connection that rested ``rest`` seconds or more is tried before it is handed out,
     and replaced when the database closed it meanwhile (as ``presa.web.app.ping_when_idle`` does for the others)."""
 
-    def __init__(self, url: URL, *, size: int, rest: float) -> None:
+    def __init__(self, url: URL, *, size: int, rest: float, timeout: float = WAIT_FOR_CONNECTION) -> None:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._size, self._rest = size, rest
+        self._size, self._rest, self._timeout = size, rest, timeout
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._rested_since: WeakKeyDictionary[AsyncConnection[Any], float] = WeakKeyDictionary()
         self._statements: dict[object, DriverStatement] = {}
@@ -72,6 +74,7 @@ class ReadPool:
             configure=self._rests,
             reset=self._rests,
             check=self._try_if_rested,
+            timeout=self._timeout,
             name="presa-reads",
         )
         await pool.open()
