@@ -26,7 +26,7 @@ from presa.web import errors, pages
 from presa.web.access import Pseudonyms
 from presa.web.api import router
 from presa.web.deps import AppState
-from presa.web.reads import ReadPool
+from presa.web.reads import WAIT_FOR_CONNECTION, ReadPool
 
 DESCRIPTION = """presa's API: enrolment (presa in carico) of chronic patients, care pacts and individual care plans.
 
@@ -47,7 +47,9 @@ PING_AFTER_IDLE = 5.0
 def create_app(database_url: str | None = None, *, key: bytes | None = None) -> FastAPI:
     """The app on the care store at ``database_url`` (default: ``PRESA_DATABASE_URL`` or the SQLite file)."""
     target = normalise_url(database_url) if database_url is not None else default_database_url()
-    pool = {} if target.get_backend_name() == "sqlite" else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+    pool: dict[str, Any] = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": WAIT_FOR_CONNECTION}
+    if target.get_backend_name() == "sqlite":
+        pool = {}
     engine = make_engine(target, **pool)
     ping_when_idle(engine, PING_AFTER_IDLE)
     state = AppState(
