@@ -63,8 +63,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     statement, in the thread that runs it), so they are opened on the event loop rather than by one more hop
     through the thread pool; the commit or the rollback, and the connection's return to the pool, run in the
     thread pool, shielded from the request's cancellation so that the connection always goes back."""
-    session = state_of(request).sessions()
-    set_origin(session, client_address(request))
+    session = request_session(request)
     session.begin()
     try:
         yield session
@@ -72,6 +71,13 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         await _in_thread(_roll_back, session)
         raise
     await _in_thread(_commit, session)
+
+
+def request_session(request: Request) -> Session:
+    """A session for the request, its audit rows from the client's address (no I/O yet)."""
+    session = state_of(request).sessions()
+    set_origin(session, client_address(request))
+    return session
 
 
 def _commit(session: Session) -> None:

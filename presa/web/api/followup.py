@@ -32,7 +32,7 @@ from presa.care.service.common import CareError, now, today_in_italy
 from presa.care.service.organisations import network
 from presa.care.service.pacts import can_process, require_processing
 from presa.care.service.plans import plans_of
-from presa.care.store.audit import recording_reads, set_origin
+from presa.care.store.audit import recording_reads
 from presa.care.store.models import CarePlanRecord, Patient, PlanCalendarActivity, PlanStatus, PlanVersion, Provider
 from presa.care.store.prepared import DriverStatement, driver_statement
 from presa.followup.rules import activity_window, next_action
@@ -90,7 +90,7 @@ from presa.followup.store import (
 from presa.web.access import Actor, Permission, Visibility, check, visibility
 from presa.web.api.patients import PatientRef, ProcessingOut
 from presa.web.api.plans import ActivityKey, visible_plan
-from presa.web.deps import Ctx, client_address, current_actor, oauth2, requires, state_of
+from presa.web.deps import Ctx, client_address, current_actor, oauth2, request_session, requires, state_of
 from presa.web.errors import ApiError, not_found
 from presa.web.reads import DIALECT, fetch_rows, token_actor
 from presa.web.schemas import Body, Code, Day, Instant, Name, PathologyId, QueryId, RowId, ServiceCode, Text
@@ -564,8 +564,9 @@ async def work_list(
             ("work list", filters.shape, asked.after is not None, scope.form, asked.limit),
             lambda: _audited_page(filters, asked, scope),
         )
-        values = row_page_values(filters, now(), asked.limit, asked.after, "postgresql")
-        audit = {"audit_at": now(), "audit_actor": actor.username, "audit_addr": actor.remote_addr}
+        at = now()  # the page as of this instant, and its audit rows' time
+        values = row_page_values(filters, at, asked.limit, asked.after, "postgresql")
+        audit = {"audit_at": at, "audit_actor": actor.username, "audit_addr": actor.remote_addr}
         rows = await fetch_rows(connection, statement, {**values, **scope.values, **audit})
     return _work_list_answer(state.key, actor, row_page(rows, asked.limit), asked.limit)
 
@@ -573,8 +574,7 @@ async def work_list(
 def _work_list_in_session(request: Request, token: str | None, asked: WorkListAsked) -> Response:
     """:func:`work_list` in a session, in the thread pool, as every endpoint runs (SQLite's way)."""
     state = state_of(request)
-    with state.sessions() as session, session.begin():
-        set_origin(session, client_address(request))
+    with request_session(request) as session, session.begin():
         actor = current_actor(request, session, token)
         check(actor, Permission.READ_WORKLIST)
         filters = _work_list_filter(actor, asked)
