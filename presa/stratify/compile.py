@@ -7,8 +7,8 @@ for Spark with sqlglot. Passes, each a small pure function:
 
 1. ``criteria_rows``: one row per record rule (leaf) with its window resolved against the reference date;
 2. ``prefix_rows``: the code prefixes of every leaf, per flow column, to be expanded against the observed codes;
-3. ``pathology_condition``: each pathology's criteria tree as a boolean SQL expression over the bitmask of its
-   fired leaves and the resident's age and sex;
+3. ``pathology_condition``: each pathology's criteria tree as a boolean SQL expression over a resident's fired
+   leaves (a bitmask in a few 64-bit words) and the resident's age and sex;
 4. ``stages``: the named SELECTs, in order.
 
 Windows: a rule of ``m`` months at reference date ``R`` covers the dates ``d`` with ``R - m months < d <= R``.
@@ -16,7 +16,6 @@ Windows: a rule of ``m`` months at reference date ``R`` covers the dates ``d`` w
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -49,7 +48,7 @@ CODE_COLUMNS: dict[str, tuple[str, ...]] = {
     "discharges": ("dx_main", "dx_2", "dx_3", "dx_4", "dx_5", "dx_6"),
 }
 FLOW_TABLES = ("residents", "prescriptions", "outpatient", "discharges", "er_visits", "exemptions")
-MAX_LEAVES_PER_PATHOLOGY = 62  # bits of a signed 64-bit mask
+WORD_BITS = 62  # bits used of a signed 64-bit integer, so that sums of distinct bits stay positive
 
 
 def months_before(day: date, months: int) -> date:
@@ -79,6 +78,10 @@ class Program:
     stages: tuple[tuple[str, str], ...]
     reference_date: date
 
+    @property
+    def stage_names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.stages)
+
     def sql(self, dialect: str = "duckdb") -> str:
         """The whole program as one script, each stage a CREATE TEMPORARY VIEW, in ``dialect``."""
         parts = []
@@ -101,10 +104,9 @@ def to_dialect(select: str, dialect: str) -> str:
 
 
 def criteria_rows(catalog: Catalog, reference: date) -> tuple[dict[str, Any], ...]:
-    """One row per leaf: its number, pathology, source flow, thresholds, window and bit within its pathology."""
+    """One row per leaf: its number, pathology, source flow, thresholds, window and place in the residents' masks."""
     rows = []
     pathology_no = {p.id: n for n, p in enumerate(catalog.pathologies, start=1)}
-    bit_of = _leaf_bits(catalog)
     for number, leaf in enumerate(catalog.leaves(), start=1):
         min_count, min_ddd = _thresholds(leaf)
         rows.append(
@@ -118,7 +120,8 @@ def criteria_rows(catalog: Catalog, reference: date) -> tuple[dict[str, Any], ..
                 "main_only": isinstance(leaf.rule, DischargeRule) and leaf.rule.position == "main",
                 "window_start": window_start(reference, leaf.window_months),
                 "window_end": reference,
-                "bit_value": 1 << bit_of[leaf.id],
+                "mask_word": mask_place(number)[0],
+                "mask_bit": mask_place(number)[1],
             }
         )
     return tuple(rows)
@@ -137,15 +140,14 @@ def _thresholds(leaf: Leaf) -> tuple[int, float | None]:
     return 1, None
 
 
-def _leaf_bits(catalog: Catalog) -> dict[str, int]:
-    """Bit position of each leaf within its pathology's mask."""
-    bits: dict[str, int] = {}
-    for pathology_id, leaves in itertools.groupby(catalog.leaves(), key=lambda leaf: leaf.pathology_id):
-        for bit, leaf in enumerate(leaves):
-            if bit >= MAX_LEAVES_PER_PATHOLOGY:
-                raise CatalogError("catalog", pathology_id, "criteria", "more than 62 record rules")
-            bits[leaf.id] = bit
-    return bits
+def mask_place(criterion_no: int) -> tuple[int, int]:
+    """Where a leaf's bit is in a resident's mask of fired leaves: (word, bit value), from its number (1, 2, ...)."""
+    word, bit = divmod(criterion_no - 1, WORD_BITS)
+    return word, 1 << bit
+
+
+def mask_words(catalog: Catalog) -> int:
+    return -(-sum(1 for _ in catalog.leaves()) // WORD_BITS)
 
 
 # ----------------------------------------------------------------------------------------------- pass 2: prefixes
@@ -176,16 +178,17 @@ def _codes_of(leaf: Leaf) -> list[str]:
 # --------------------------------------------------------------------------------------- pass 3: pathology trees
 
 
-def pathology_condition(node: Node, bits: dict[str, int], leaf_ids: dict[int, str]) -> exp.Expression:
-    """The criteria tree as a boolean expression over ``mask`` (fired leaves), ``age`` and ``sex``.
+def pathology_condition(node: Node, places: dict[str, tuple[int, int]], leaf_ids: dict[int, str]) -> exp.Expression:
+    """The criteria tree as a boolean expression over ``mask_0``, ``mask_1``... (fired leaves), ``age`` and ``sex``.
 
-    ``leaf_ids`` maps id(rule) -> leaf id, so that each rule object finds its bit.
+    ``places`` maps a leaf id to its (word, bit value) in the masks; ``leaf_ids`` maps id(rule) -> leaf id, so that
+    each rule object finds its bit.
     """
     rule = record_rule_of(node)
     if rule is not None:
-        bit = exp.Literal.number(1 << bits[leaf_ids[id(rule)]])
+        word, bit = places[leaf_ids[id(rule)]]
         return exp.NEQ(
-            this=exp.paren(exp.BitwiseAnd(this=exp.column("mask"), expression=bit)),
+            this=exp.paren(exp.BitwiseAnd(this=exp.column(f"mask_{word}"), expression=exp.Literal.number(bit))),
             expression=exp.Literal.number(0),
         )
     if isinstance(node, AgeNode):
@@ -198,11 +201,11 @@ def pathology_condition(node: Node, bits: dict[str, int], leaf_ids: dict[int, st
     if isinstance(node, SexNode):
         return exp.EQ(this=exp.column("sex"), expression=exp.Literal.string(node.sex))
     if isinstance(node, AllNode):
-        return exp.paren(exp.and_(*(pathology_condition(c, bits, leaf_ids) for c in node.all)))
+        return exp.paren(exp.and_(*(pathology_condition(c, places, leaf_ids) for c in node.all)))
     if isinstance(node, AnyNode):
-        return exp.paren(exp.or_(*(pathology_condition(c, bits, leaf_ids) for c in node.any)))
+        return exp.paren(exp.or_(*(pathology_condition(c, places, leaf_ids) for c in node.any)))
     if isinstance(node, NotNode):
-        return exp.not_(exp.paren(pathology_condition(node.not_, bits, leaf_ids)))
+        return exp.not_(exp.paren(pathology_condition(node.not_, places, leaf_ids)))
     raise TypeError(type(node))
 
 
@@ -240,17 +243,62 @@ def check_anchored(catalog: Catalog) -> None:
                 )
 
 
-def condition_case(catalog: Catalog) -> str:
-    """CASE pathology_no WHEN n THEN <tree n> ... END, as DuckDB SQL text."""
-    bits = _leaf_bits(catalog)
+def pathology_set(catalog: Catalog) -> tuple[str, str]:
+    """The set of pathologies whose trees hold, as two integers (bit_lo, bit_hi of each): DuckDB SQL text.
+
+    Each word is a sum of ``CASE WHEN <tree> THEN <bit> ELSE 0 END``, one term per pathology in that word.
+    """
+    places = {leaf.id: mask_place(number) for number, leaf in enumerate(catalog.leaves(), start=1)}
     leaf_ids = leaf_ids_by_rule(catalog)
-    case = exp.Case(this=exp.column("pathology_no"))
-    for number, pathology in enumerate(catalog.pathologies, start=1):
-        # copy=False: sqlglot would otherwise copy the growing CASE at every branch (quadratic in the catalog).
-        case = case.when(
-            exp.Literal.number(number), pathology_condition(pathology.criteria, bits, leaf_ids), copy=False
-        )
-    return case.else_(exp.false(), copy=False).sql(dialect="duckdb")
+    words: tuple[list[exp.Expression], list[exp.Expression]] = ([], [])
+    for row, pathology in zip(pathology_rows(catalog), catalog.pathologies, strict=True):
+        word, bit = (0, row["bit_lo"]) if row["bit_lo"] else (1, row["bit_hi"])
+        condition = pathology_condition(pathology.criteria, places, leaf_ids)
+        words[word].append(exp.Case().when(condition, exp.Literal.number(bit), copy=False).else_("0", copy=False))
+    return _sum_of(words[0]), _sum_of(words[1])
+
+
+def _sum_of(terms: list[exp.Expression]) -> str:
+    if not terms:
+        return "CAST(0 AS BIGINT)"
+    total = terms[0]
+    for term in terms[1:]:
+        total = exp.Add(this=total, expression=term)
+    return exp.cast(exp.paren(total), exp.DataType.build("BIGINT")).sql(dialect="duckdb")
+
+
+def age_bounds(catalog: Catalog) -> list[int]:
+    """The ages at which some criteria tree can change its answer: each ``min``, and each ``max`` + 1."""
+    bounds: set[int] = set()
+    for pathology in catalog.pathologies:
+        for node in _nodes_of(pathology.criteria):
+            if isinstance(node, AgeNode):
+                bounds.update(b for b in (node.age.min, None if node.age.max is None else node.age.max + 1) if b)
+    return sorted(bounds)
+
+
+def _nodes_of(node: Node) -> list[Node]:
+    children: list[Node] = []
+    if isinstance(node, AllNode):
+        children = list(node.all)
+    elif isinstance(node, AnyNode):
+        children = list(node.any)
+    elif isinstance(node, NotNode):
+        children = [node.not_]
+    return [node, *(n for child in children for n in _nodes_of(child))]
+
+
+def age_class(catalog: Catalog, age: exp.Expression) -> str:
+    """The youngest age of the class of ``age`` that every tree treats alike (45 for 45 to 64 when 45 and 65 are
+    the bounds), as DuckDB SQL text: the trees are then evaluated once per class of ages, not once per age."""
+    bounds = age_bounds(catalog)
+    if not bounds:
+        return "0"
+    case = exp.Case()
+    for bound in reversed(bounds):
+        condition = exp.GTE(this=age.copy(), expression=exp.Literal.number(bound))
+        case = case.when(condition, exp.Literal.number(bound), copy=False)
+    return case.else_("0", copy=False).sql(dialect="duckdb")
 
 
 # ----------------------------------------------------------------------------------------------- pass 4: stages
@@ -258,8 +306,8 @@ def condition_case(catalog: Catalog) -> str:
 
 def pathology_rows(catalog: Catalog) -> tuple[dict[str, Any], ...]:
     """Each pathology with its bit in a resident's two-word set of pathologies (sets are compared as integers)."""
-    if len(catalog.pathologies) > 2 * MAX_LEAVES_PER_PATHOLOGY:
-        raise CatalogError("catalog", None, None, f"more than {2 * MAX_LEAVES_PER_PATHOLOGY} pathologies")
+    if len(catalog.pathologies) > 2 * WORD_BITS:
+        raise CatalogError("catalog", None, None, f"more than {2 * WORD_BITS} pathologies")
     return tuple(
         {
             "pathology_no": n,
@@ -268,8 +316,8 @@ def pathology_rows(catalog: Catalog) -> tuple[dict[str, Any], ...]:
             "name_en": p.name_en,
             "priority": p.priority,
             "macro_area": p.macro_area,
-            "bit_lo": 1 << (n - 1) if n <= MAX_LEAVES_PER_PATHOLOGY else 0,
-            "bit_hi": 1 << (n - 1 - MAX_LEAVES_PER_PATHOLOGY) if n > MAX_LEAVES_PER_PATHOLOGY else 0,
+            "bit_lo": 1 << (n - 1) if n <= WORD_BITS else 0,
+            "bit_hi": 1 << (n - 1 - WORD_BITS) if n > WORD_BITS else 0,
         }
         for n, p in enumerate(catalog.pathologies, start=1)
     )
@@ -338,7 +386,7 @@ def compile_catalog(catalog: Catalog, reference: date, last_record_date: date | 
     }
     usage_from_store = last_record_date is not None and reference >= last_record_date
     bounds = scan_bounds(tables["criteria"], reference)
-    return Program(tables, stages(condition_case(catalog), usage_from_store, bounds), reference)
+    return Program(tables, stages(catalog, usage_from_store, bounds), reference)
 
 
 def scan_bounds(criteria: tuple[dict[str, Any], ...], reference: date) -> dict[str, str]:
@@ -358,12 +406,16 @@ def _date_literal(day: date) -> str:
     return exp.cast(exp.Literal.string(day.isoformat()), exp.DataType.build("DATE")).sql(dialect="duckdb")
 
 
-def stages(condition: str, usage_from_store: bool, bounds: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def stages(catalog: Catalog, usage_from_store: bool, bounds: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """The named SELECTs. Inputs: the flow tables, codes (observed codes) and the parameter tables."""
+    words = range(mask_words(catalog))
+    set_lo, set_hi = pathology_set(catalog)
+    masks = ", ".join(f"m.mask_{w}" for w in words)
     return (
         ("code_map", CODE_MAP),
         ("hits", HITS_TEMPLATE.format(diagnosis_positions=diagnosis_positions(bounds), **bounds)),
-        ("fired", FIRED),
+        ("outsiders", OUTSIDERS.format(in_population=IN_POPULATION)),
+        ("evidence", EVIDENCE),
         (
             "population",
             POPULATION.format(
@@ -371,14 +423,30 @@ def stages(condition: str, usage_from_store: bool, bounds: dict[str, str]) -> tu
                 in_population=IN_POPULATION,
             ),
         ),
-        ("present_cases", PRESENT_CASES),
+        (
+            "resident_masks",
+            RESIDENT_MASKS.format(
+                words=",\n       ".join(
+                    f"BIT_OR(CASE WHEN c.mask_word = {w} THEN c.mask_bit ELSE 0 END) AS mask_{w}" for w in words
+                )
+            ),
+        ),
+        (
+            "resident_cases",
+            RESIDENT_CASES.format(masks=masks, age_class=age_class(catalog, exp.column("age", table="pop"))),
+        ),
+        ("case_sets", CASE_SETS.format(masks=masks.replace("m.", "rc."), set_lo=set_lo, set_hi=set_hi)),
         # Scanned only when the store cannot answer; the constant filter leaves an empty table otherwise.
         ("service_users", SERVICE_USERS.format(scan="FALSE" if usage_from_store else "TRUE")),
-        ("present_sets", PRESENT_SETS.format(condition=condition)),
         ("clusters", CLUSTERS),
-        ("stratified", STRATIFIED),
-        ("outsiders", OUTSIDERS.format(in_population=IN_POPULATION)),
-        ("evidence", EVIDENCE),
+        (
+            "stratified",
+            STRATIFIED.format(
+                same_case=" AND ".join(
+                    [f"s.mask_{w} = rc.mask_{w}" for w in words] + ["s.age = rc.age_class", "s.sex = rc.sex"]
+                )
+            ),
+        ),
         ("cluster_table", CLUSTER_TABLE),
     )
 
@@ -422,34 +490,47 @@ GROUP BY x.resident_key, m.criterion_no
 UNION ALL
 SELECT d.resident_key, d.criterion_no, COUNT(*), CAST(NULL AS DOUBLE), MIN(d.discharge_date), MAX(d.discharge_date)
 FROM (
-{diagnosis_positions}) AS d
+  SELECT DISTINCT x.resident_key, m.criterion_no, x.discharge_date, x.source_file, x.source_line
+  FROM (
+{diagnosis_positions}) AS x
+  JOIN code_map AS m ON m.table_name = 'discharges' AND m.code = x.diagnosis AND (x.is_main OR NOT m.main_only)
+  WHERE x.discharge_date BETWEEN m.window_start AND m.window_end
+) AS d
 GROUP BY d.resident_key, d.criterion_no
 """
 
 
 def diagnosis_positions(bounds: dict[str, str]) -> str:
-    """One equi-join per diagnosis position (an IN list over positions would defeat the hash join).
-
-    DISTINCT on the discharge's location makes a discharge count once however many positions match.
-    """
-    blocks = []
-    for column in CODE_COLUMNS["discharges"]:
-        secondary = "" if column == "dx_main" else " AND NOT m.main_only"
-        blocks.append(
-            "  SELECT DISTINCT x.resident_key, m.criterion_no, x.discharge_date, x.source_file, x.source_line\n"
-            "  FROM discharges AS x\n"
-            f"  JOIN code_map AS m ON m.table_name = 'discharges' AND m.code = x.{column}{secondary}\n"
-            f"  WHERE x.discharge_date BETWEEN {bounds['discharges']} AND {bounds['reference']}\n"
-            "    AND x.discharge_date BETWEEN m.window_start AND m.window_end\n"
-        )
-    return "  UNION\n".join(blocks)
+    """The discharges' diagnoses one per row, each with whether it is the main one: one join with the code map
+    instead of one per position. DISTINCT on the discharge's location (above) counts a discharge once however
+    many of its positions match."""
+    blocks = [
+        f"    SELECT resident_key, discharge_date, source_file, source_line, {column} AS diagnosis, "
+        f"{'TRUE' if column == 'dx_main' else 'FALSE'} AS is_main\n"
+        "    FROM discharges\n"
+        f"    WHERE {column} IS NOT NULL AND discharge_date BETWEEN {bounds['discharges']} AND {bounds['reference']}\n"
+        for column in CODE_COLUMNS["discharges"]
+    ]
+    return "    UNION ALL\n".join(blocks)
 
 
-FIRED = """
-SELECT h.resident_key, h.criterion_no, c.pathology_no, c.bit_value, h.n_records, h.ddd, h.first_date, h.last_date
+# Residents the flows know but the population leaves out at the reference date (not yet registered or born, or
+# dead): few, so the evidence drops them with a small anti-join instead of joining the whole population.
+OUTSIDERS = """
+SELECT r.resident_key
+FROM residents AS r
+CROSS JOIN params AS p
+WHERE NOT {in_population}
+"""
+
+# The rules whose threshold was met, per resident of the population: the run's evidence file, which every later
+# stage reads instead of the flows. Whether its pathology was assigned is read off the resident's cluster.
+EVIDENCE = """
+SELECT h.resident_key, h.criterion_no, h.n_records, h.ddd, h.first_date, h.last_date
 FROM hits AS h
 JOIN criteria AS c ON c.criterion_no = h.criterion_no
-WHERE h.n_records >= c.min_count AND (c.min_ddd IS NULL OR h.ddd >= c.min_ddd)
+LEFT JOIN outsiders AS o ON o.resident_key = h.resident_key
+WHERE h.n_records >= c.min_count AND (c.min_ddd IS NULL OR h.ddd >= c.min_ddd) AND o.resident_key IS NULL
 """
 
 # Age in whole years from the calendar years and the birthday: DuckDB's DATE_DIFF('year') counts year boundaries
@@ -477,15 +558,28 @@ IN_POPULATION = (
 RECENT_USE_FROM_STORE = "COALESCE(r.last_service_date >= p.use_start, FALSE)"
 RECENT_USE_BY_SCAN = "CAST(NULL AS BOOLEAN)"
 
-# Each resident's fired rules per pathology as a bitmask, with the age and sex some criteria test.
-PRESENT_CASES = """
-SELECT f.resident_key, f.pathology_no, f.mask, pop.age, pop.sex
-FROM (
-  SELECT f.resident_key, f.pathology_no, SUM(f.bit_value) AS mask
-  FROM fired AS f
-  GROUP BY f.resident_key, f.pathology_no
-) AS f
-JOIN population AS pop ON pop.resident_key = f.resident_key
+# Each resident's fired rules as one bitmask over the whole catalog, in a few 64-bit words.
+RESIDENT_MASKS = """
+SELECT e.resident_key,
+       {words}
+FROM evidence AS e
+JOIN criteria AS c ON c.criterion_no = e.criterion_no
+GROUP BY e.resident_key
+"""
+
+# Every resident of the population with what the criteria trees test: the masks (none without a fired rule), the
+# sex and the class of the age. The one join of the whole population with a large table; later joins are small.
+RESIDENT_CASES = """
+SELECT pop.resident_key, pop.age, pop.recent_use, pop.sex, {age_class} AS age_class, {masks}
+FROM population AS pop
+LEFT JOIN resident_masks AS m ON m.resident_key = pop.resident_key
+"""
+
+# The criteria trees are evaluated once per distinct case (masks, age class, sex): about 200,000 for 3 million
+# residents with a fired rule. The set of pathologies whose trees hold is two integers: cheap to join on.
+CASE_SETS = """
+SELECT d.*, {set_lo} AS set_lo, {set_hi} AS set_hi
+FROM (SELECT DISTINCT {masks}, rc.age_class AS age, rc.sex FROM resident_cases AS rc WHERE rc.mask_0 IS NOT NULL) AS d
 """
 
 SERVICE_USERS = """
@@ -506,26 +600,10 @@ FROM (
 WHERE {scan}
 """
 
-# Each resident's set of present pathologies as two integers: cheap to aggregate and to join on. The criteria
-# trees are evaluated once per distinct (pathology, mask, age, sex), a few thousand combinations, not once per
-# resident: a CASE over the whole catalog per row was the engine's most expensive step (measured 2.7x slower).
-PRESENT_SETS = """
-SELECT c.resident_key, CAST(SUM(holds.bit_lo) AS BIGINT) AS set_lo, CAST(SUM(holds.bit_hi) AS BIGINT) AS set_hi
-FROM present_cases AS c
-JOIN (
-  SELECT pathology_no, d.mask, d.age, d.sex, pa.bit_lo, pa.bit_hi
-  FROM (SELECT DISTINCT pathology_no, mask, age, sex FROM present_cases) AS d
-  JOIN pathologies AS pa USING (pathology_no)
-  WHERE {condition}
-) AS holds
-  ON holds.pathology_no = c.pathology_no AND holds.mask = c.mask AND holds.age = c.age AND holds.sex = c.sex
-GROUP BY c.resident_key
-"""
-
 # Exclusions and labels are worked out once per distinct set (tens of thousands), not per resident (millions):
 # the members of a set that no other member excludes are the resident's pathologies.
 CLUSTERS = """
-WITH sets AS (SELECT DISTINCT set_lo, set_hi FROM present_sets),
+WITH sets AS (SELECT DISTINCT set_lo, set_hi FROM case_sets WHERE set_lo <> 0 OR set_hi <> 0),
 members AS (
   SELECT s.set_lo, s.set_hi, pa.pathology_no, pa.pathology_id, pa.priority, pa.bit_lo, pa.bit_hi
   FROM sets AS s
@@ -556,38 +634,18 @@ FROM labelled AS l
 """
 
 STRATIFIED = """
-SELECT pop.resident_key, CAST(pop.age AS SMALLINT) AS age,
+SELECT rc.resident_key, CAST(rc.age AS SMALLINT) AS age,
        CAST(COALESCE(c.n_pathologies, 0) AS SMALLINT) AS n_pathologies, c.cluster_no,
-       (c.cluster_no IS NOT NULL OR COALESCE(pop.recent_use, su.resident_key IS NOT NULL)) AS uses_services,
+       (c.cluster_no IS NOT NULL OR COALESCE(rc.recent_use, su.resident_key IS NOT NULL)) AS uses_services,
        CAST(l.level AS SMALLINT) AS level
-FROM population AS pop
+FROM resident_cases AS rc
 CROSS JOIN params AS p
-LEFT JOIN present_sets AS ps ON ps.resident_key = pop.resident_key
-LEFT JOIN clusters AS c ON c.set_lo = ps.set_lo AND c.set_hi = ps.set_hi
-LEFT JOIN service_users AS su ON su.resident_key = pop.resident_key
+LEFT JOIN case_sets AS s ON {same_case}
+LEFT JOIN clusters AS c ON c.set_lo = s.set_lo AND c.set_hi = s.set_hi
+LEFT JOIN service_users AS su ON su.resident_key = rc.resident_key
 JOIN levels AS l
   ON l.n_key = LEAST(COALESCE(c.n_pathologies, 0), p.level_cap)
- AND l.uses_services = (c.cluster_no IS NOT NULL OR COALESCE(pop.recent_use, su.resident_key IS NOT NULL))
-"""
-
-# Residents the flows know but the population leaves out at the reference date (not yet registered or born, or
-# dead): few, so the evidence filters them with a small anti-join instead of joining the whole population.
-OUTSIDERS = """
-SELECT r.resident_key
-FROM residents AS r
-CROSS JOIN params AS p
-WHERE NOT {in_population}
-"""
-
-EVIDENCE = """
-SELECT f.resident_key, f.criterion_no, f.n_records, f.ddd, f.first_date, f.last_date,
-       COALESCE((c.assigned_lo & pa.bit_lo) <> 0 OR (c.assigned_hi & pa.bit_hi) <> 0, FALSE) AS assigned
-FROM fired AS f
-JOIN pathologies AS pa ON pa.pathology_no = f.pathology_no
-LEFT JOIN outsiders AS o ON o.resident_key = f.resident_key
-LEFT JOIN present_sets AS ps ON ps.resident_key = f.resident_key
-LEFT JOIN clusters AS c ON c.set_lo = ps.set_lo AND c.set_hi = ps.set_hi
-WHERE o.resident_key IS NULL
+ AND l.uses_services = (c.cluster_no IS NOT NULL OR COALESCE(rc.recent_use, su.resident_key IS NOT NULL))
 """
 
 CLUSTER_TABLE = """

@@ -1,7 +1,8 @@
 """Run a compiled catalog with DuckDB over a validated flow store and write the run's files.
 
 The edge of the stratify domain: everything that decides is in compile.py; this module feeds it tables, runs its
-stages in order and writes Parquet. Heavy stages are materialised once; the others stay views.
+stages in order and writes Parquet. Heavy stages are materialised once; the others stay views. A stage that is one
+of the run's files is written as soon as it is computed, and the stages after it read it back from the file.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from presa.stratify.runview import create_run_views
 
 ProgressCallback = Callable[[str, int, int], None]
 
-# Stages read more than once are materialised; the rest are views inlined where they are used.
+# Stages read more than once are materialised; the rest are views inlined where they are used. (The population, read
+# twice, stays a view: scanning the residents again costs less than storing them.)
 MATERIALISED = frozenset(
-    {"code_map", "fired", "population", "present_cases", "service_users", "present_sets", "clusters", "outsiders"}
+    {"code_map", "outsiders", "evidence", "resident_cases", "case_sets", "service_users", "clusters"}
 )
 
 PARAM_SCHEMAS: dict[str, pa.Schema] = {
@@ -43,7 +45,8 @@ PARAM_SCHEMAS: dict[str, pa.Schema] = {
             ("main_only", pa.bool_()),
             ("window_start", pa.date32()),
             ("window_end", pa.date32()),
-            ("bit_value", pa.int64()),
+            ("mask_word", pa.int32()),
+            ("mask_bit", pa.int64()),
         ]
     ),
     "prefixes": pa.schema([("criterion_no", pa.int32()), ("table_name", pa.string()), ("prefix", pa.string())]),
@@ -150,24 +153,9 @@ def load_parameters(con: duckdb.DuckDBPyConnection, program: Program) -> None:
         con.unregister(f"_{name}_arrow")
 
 
-def run_stages(
-    con: duckdb.DuckDBPyConnection, program: Program, on_progress: ProgressCallback | None = None
-) -> dict[str, float]:
-    """Create each stage as a temp table or a view, in order; return the seconds each took."""
-    seconds: dict[str, float] = {}
-    total = len(program.stages)
-    for done, (name, select) in enumerate(program.stages, start=1):
-        started = time.perf_counter()
-        kind = "TABLE" if name in MATERIALISED else "VIEW"
-        con.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {select}")
-        seconds[name] = time.perf_counter() - started
-        if on_progress:
-            on_progress(name, done, total)
-    return seconds
-
-
 # The stages and parameter tables a run writes, and where: the per-resident facts (integer keys only) and the small
 # tables that name them. Both engines write these.
+OUTPUT_ROW_GROUP = 1_000_000
 OUTPUTS: dict[str, Callable[[RunPaths], Path]] = {
     "stratified": lambda run: run.residents,
     "evidence": lambda run: run.evidence,
@@ -177,12 +165,36 @@ OUTPUTS: dict[str, Callable[[RunPaths], Path]] = {
 }
 
 
-def write_outputs(con: duckdb.DuckDBPyConnection, run: RunPaths) -> dict[str, float]:
+def run_stages(
+    con: duckdb.DuckDBPyConnection, program: Program, run: RunPaths, on_progress: ProgressCallback | None = None
+) -> dict[str, float]:
+    """Create each stage as a temp table or a view, in order, or write it when it is one of the run's files (then
+    read back as a view over the file: storing it twice would cost more); return the seconds each took."""
+    seconds: dict[str, float] = {}
+    total = len(program.stages)
+    for done, (name, select) in enumerate(program.stages, start=1):
+        started = time.perf_counter()
+        if name in OUTPUTS:
+            target = _quote(OUTPUTS[name](run))
+            con.execute(f"COPY ({select}) TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE {OUTPUT_ROW_GROUP})")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet('{target}')")
+        else:
+            kind = "TABLE" if name in MATERIALISED else "VIEW"
+            con.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {select}")
+        seconds[name] = time.perf_counter() - started
+        if on_progress:
+            on_progress(name, done, total)
+    return seconds
+
+
+def write_outputs(con: duckdb.DuckDBPyConnection, program: Program, run: RunPaths) -> dict[str, float]:
+    """The outputs that are not stages (the parameter tables that name the facts); the stages wrote themselves."""
     seconds: dict[str, float] = {}
     for name, target_of in OUTPUTS.items():
-        target = target_of(run)
+        if name in program.stage_names:
+            continue
         started = time.perf_counter()
-        con.execute(f"COPY {name} TO '{_quote(target)}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)")
+        con.execute(f"COPY {name} TO '{_quote(target_of(run))}' (FORMAT parquet, ROW_GROUP_SIZE {OUTPUT_ROW_GROUP})")
         seconds[f"write_{name}"] = time.perf_counter() - started
     return seconds
 
@@ -208,8 +220,8 @@ def stratify_flows(
     try:
         attach_flows(con, flows, shard)
         load_parameters(con, program)
-        seconds = run_stages(con, program, on_progress)
-        seconds.update(write_outputs(con, run))
+        seconds = run_stages(con, program, run, on_progress)
+        seconds.update(write_outputs(con, program, run))
     except duckdb.Error as exc:
         raise EngineError(f"stratification failed: {str(exc).splitlines()[0]}") from exc
     finally:

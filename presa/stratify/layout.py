@@ -6,9 +6,10 @@ A run directory holds:
   ``codes.parquet``, ``manifest.json``); see presa/flows/layout.py;
 - ``residents.parquet``: one row per resident of the population at the reference date, integer facts only:
   resident_key, age, n_pathologies, cluster_no, uses_services, level;
-- ``evidence.parquet``: one row per (resident, criterion) whose threshold was met: resident_key, criterion_no,
-  n_records, ddd, first_date, last_date, assigned (false when the pathology's tree did not hold or another
-  pathology excluded it);
+- ``evidence.parquet``: one row per (resident of the population, criterion) whose threshold was met:
+  resident_key, criterion_no, n_records, ddd, first_date, last_date (whether the criterion's pathology was
+  assigned - its tree held and no other pathology excluded it - is the resident's cluster's to say: the view
+  ``run_evidence`` of runview.py adds it);
 - ``clusters.parquet`` (cluster_no, set_lo, set_hi, n_pathologies, pathologies main first, main_pathology,
   cluster label), ``criteria.parquet`` and ``pathologies.parquet``: the small tables that name the facts;
 - ``run.json``: catalog name, version and digest, reference date, windows, figures and timings;

@@ -6,6 +6,8 @@ Views created by :func:`create_run_views`:
   n_pathologies, pathologies (ids, main first), main_pathology, cluster, uses_services, level;
 - ``evidence``: resident_key, resident_id, pathology_id, criterion_id, source, n_records, ddd, first_date,
   last_date, assigned;
+- ``run_evidence``: the evidence file's integer facts with ``assigned`` (whether the criterion's pathology is in
+  the resident's cluster: the engine writes what fired, the cluster says what was kept);
 - ``clusters``, ``criteria``, ``pathologies``: the run's small tables;
 - ``flow_<table>`` for each validated flow table, and ``rejects``.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 
 from presa.flows.layout import FlowPaths
 from presa.stratify.compile import FLOW_TABLES
@@ -32,6 +35,17 @@ SELECT s.resident_key, r.resident_id, r.sex, r.birth_date, s.age,
        s.uses_services, s.level
 FROM run_residents AS s
 JOIN flow_residents AS r ON r.resident_key = s.resident_key
+LEFT JOIN clusters AS c ON c.cluster_no = s.cluster_no
+"""
+
+# Runs written before the engine left ``assigned`` to this view carry it in the file.
+ASSIGNED = """
+SELECT e.*,
+       COALESCE((c.set_lo & p.bit_lo) <> 0 OR (c.set_hi & p.bit_hi) <> 0, FALSE) AS assigned
+FROM run_evidence_file AS e
+JOIN run_criteria AS cr ON cr.criterion_no = e.criterion_no
+JOIN pathologies AS p ON p.pathology_no = cr.pathology_no
+LEFT JOIN run_residents AS s ON s.resident_key = e.resident_key
 LEFT JOIN clusters AS c ON c.cluster_no = s.cluster_no
 """
 
@@ -78,7 +92,7 @@ def create_run_views(con: duckdb.DuckDBPyConnection, run: RunPaths, *, absolute:
 
     sources = {
         "run_residents": run.residents,
-        "run_evidence": run.evidence,
+        "run_evidence_file": run.evidence,
         "run_criteria": run.criteria,
         "clusters": run.clusters,
         "pathologies": run.pathologies,
@@ -89,6 +103,8 @@ def create_run_views(con: duckdb.DuckDBPyConnection, run: RunPaths, *, absolute:
         sources["rejects"] = flows.rejects
     for name, path in sources.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {parquet(path)}")
+    with_assigned = "SELECT * FROM run_evidence_file" if "assigned" in pq.read_schema(run.evidence).names else ASSIGNED
+    con.execute(f"CREATE OR REPLACE VIEW run_evidence AS {with_assigned}")
     con.execute(f"CREATE OR REPLACE VIEW criteria AS {CRITERIA_VIEW}")
     con.execute(f"CREATE OR REPLACE VIEW residents AS {RESIDENTS_VIEW}")
     con.execute(f"CREATE OR REPLACE VIEW evidence AS {EVIDENCE_VIEW}")

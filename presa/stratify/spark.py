@@ -30,6 +30,7 @@ from presa.stratify.catalog import Catalog
 from presa.stratify.compile import FLOW_TABLES, Program, compile_catalog, to_dialect
 from presa.stratify.engine import (
     MATERIALISED,
+    OUTPUT_ROW_GROUP,
     OUTPUTS,
     PARAM_SCHEMAS,
     EngineError,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 # Dates are days without a zone; a fixed session zone keeps any timestamp arithmetic the same on every node.
 BASE_CONF: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
 STAGING = ".spark"
-OUTPUT_ROW_GROUP = 1_000_000
 
 
 def require_pyspark() -> None:
@@ -161,18 +161,20 @@ def run_stages(spark: SparkSession, program: Program, on_progress: ProgressCallb
     return seconds
 
 
-def write_outputs(spark: SparkSession, run: RunPaths) -> dict[str, float]:
-    """Each output written in parallel into the staging folder, then merged into the run's single Parquet file."""
+def write_outputs(spark: SparkSession, program: Program, seconds: dict[str, float], run: RunPaths) -> None:
+    """Each output written in parallel into the staging folder, then merged into the run's single Parquet file.
+
+    A stage's write is added to the stage's seconds, as DuckDB writes such a stage when it computes it.
+    """
     staging = run.root / STAGING
-    seconds: dict[str, float] = {}
     for name, target_of in OUTPUTS.items():
         started = time.perf_counter()
         parts = staging / name
         spark.table(name).write.mode("overwrite").parquet(parts.resolve().as_uri())
         merge_parts(parts, target_of(run))
-        seconds[f"write_{name}"] = time.perf_counter() - started
+        key = name if name in program.stage_names else f"write_{name}"
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
     shutil.rmtree(staging, ignore_errors=True)
-    return seconds
 
 
 def merge_parts(parts: Path, target: Path) -> None:
@@ -227,7 +229,7 @@ def stratify_with_spark(
     try:
         load_parameters(spark, program)
         seconds = run_stages(spark, program, on_progress)
-        seconds.update(write_outputs(spark, run))
+        write_outputs(spark, program, seconds, run)
     except EngineError:
         raise
     except Exception as exc:  # Py4J and Spark's analysis errors: one line for the user, the chain for debugging
