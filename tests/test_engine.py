@@ -8,10 +8,23 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from sqlglot import exp
 
-from presa.stratify.catalog import CatalogError, load_catalog
-from presa.stratify.compile import compile_catalog, holds, leaf_ids_by_rule, to_dialect, window_start
+from presa.stratify.catalog import Catalog, CatalogError, load_catalog
+from presa.stratify.compile import (
+    age_bounds,
+    age_class,
+    compile_catalog,
+    holds,
+    leaf_ids_by_rule,
+    mask_words,
+    to_dialect,
+    window_start,
+)
 from presa.stratify.engine import stratify_flows
 from presa.stratify.runview import open_run
 from tests.storebuilder import StoreBuilder, pathology, write_catalog
@@ -262,6 +275,11 @@ def test_sql_agrees_with_the_python_semantics_on_random_residents(tmp_path: Path
             for _ in range(rng.randint(1, 4)):
                 store.service(rid, REF - timedelta(days=rng.randint(0, 300)), "39.95.1")
     result = stratify(tmp_path, store)
+    assert_python_semantics(tmp_path, catalog, result)
+
+
+def assert_python_semantics(tmp_path: Path, catalog: Catalog, result: dict[str, dict[str, Any]]) -> None:
+    """Each resident's pathologies are those whose trees hold in Python on the rules that fired, less exclusions."""
     fired: dict[str, set[str]] = {}
     for rid, _pid, criterion, *_ in evidence(tmp_path):
         fired.setdefault(rid, set()).add(criterion)
@@ -274,6 +292,83 @@ def test_sql_agrees_with_the_python_semantics_on_random_residents(tmp_path: Path
         }
         expected = {p for p in present if not set(catalog.pathology(p).excluded_by) & present}
         assert set(row["pathologies"] or []) == expected, rid
+
+
+def test_rules_past_the_first_mask_word_agree_with_the_python_semantics(tmp_path: Path) -> None:
+    """151 rules: a resident's fired rules span three 62-bit words, and a tree may mix rules of two words."""
+    atc = [f"C{n:02d}" for n in range(1, 76)]
+    entries = [
+        pathology(
+            f"p{n:02d}",
+            {"any": [{"drug": {"atc": [atc[n]], "min_prescriptions": 2}}, {"discharge": {"icd9": [f"{100 + n}"]}}]},
+            n + 1,
+        )
+        for n in range(74)
+    ]
+    # Its rules are the 61st to 63rd: the first two in the first word, the third in the second.
+    entries.insert(
+        30,
+        pathology(
+            "mixed",
+            {
+                "all": [
+                    {"drug": {"atc": [atc[0]]}},
+                    {"not": {"discharge": {"icd9": ["173"]}}},
+                    {"any": [{"age": {"min": 50}}, {"drug": {"atc": [atc[74]]}}]},
+                ]
+            },
+            99,
+        ),
+    )
+    rng = random.Random(11)
+    store = StoreBuilder()
+    for n in range(200):
+        rid = f"r{n}"
+        store.resident(rid, birth_date=date(rng.randint(1930, 2010), 6, 15))
+        for _ in range(rng.randint(0, 8)):
+            store.drug(rid, REF - timedelta(days=rng.randint(0, 300)), rng.choice(atc[:3] + atc[-3:]) + "AA01")
+        if rng.random() < 0.5:
+            store.discharge(rid, REF - timedelta(days=rng.randint(0, 300)), rng.choice(["100", "173", "172", "101"]))
+    result = stratify(tmp_path, store, entries)
+    catalog = load_catalog(tmp_path / "catalog")
+    assert mask_words(catalog) == 3
+    criteria = compile_catalog(catalog, REF).tables["criteria"]
+    assert {c["mask_word"] for c in criteria if c["criterion_id"].startswith("mixed")} == {0, 1}
+    assert any(r["pathologies"] and "mixed" in r["pathologies"] for r in result.values())
+    assert any("p73" in (r["pathologies"] or []) for r in result.values()), "a pathology of the last word holds"
+    assert_python_semantics(tmp_path, catalog, result)
+
+
+def test_the_trees_answer_alike_for_every_age_of_an_age_class(tmp_path: Path) -> None:
+    entries = [
+        pathology("adult", {"all": [{"drug": {"atc": ["R03"]}}, {"age": {"min": 18, "max": 64}}]}, 1),
+        pathology("senior", {"all": [{"drug": {"atc": ["R03"]}}, {"not": {"age": {"max": 74}}}]}, 2),
+    ]
+    catalog = load_catalog(write_catalog(tmp_path / "catalog", entries))
+    assert age_bounds(catalog) == [18, 65, 75]
+    sql = age_class(catalog, exp.column("age"))
+    con = duckdb.connect()
+    classes = dict(con.execute(f"SELECT age, {sql} FROM range(0, 121) AS t(age)").fetchall())
+    leaf_ids = leaf_ids_by_rule(catalog)
+    for fired in (set(), {leaf.id for leaf in catalog.leaves()}):
+        for age, age_of_class in classes.items():
+            for p in catalog.pathologies:
+                assert holds(p.criteria, fired, leaf_ids, age, "F") == holds(
+                    p.criteria, fired, leaf_ids, age_of_class, "F"
+                ), (p.id, age, age_of_class)
+    assert sorted(set(classes.values())) == [0, 18, 65, 75]
+
+
+def test_a_run_written_with_assigned_in_its_evidence_file_reads_it_from_there(tmp_path: Path) -> None:
+    """Runs written before the run view worked ``assigned`` out carry it in evidence.parquet."""
+    store = StoreBuilder()
+    store.resident("one").exemption("one", "0031", date(2020, 1, 1))
+    stratify(tmp_path, store)
+    run_evidence = tmp_path / "run" / "evidence.parquet"
+    table = pq.read_table(run_evidence)
+    assert "assigned" not in table.column_names
+    pq.write_table(table.append_column("assigned", pa.array([False] * table.num_rows)), run_evidence)
+    assert [row[6] for row in evidence(tmp_path)] == [False]
 
 
 def test_a_catalog_that_holds_without_records_is_refused(tmp_path: Path) -> None:
