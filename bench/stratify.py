@@ -48,7 +48,7 @@ ENGINE_COLUMNS = {
     "exemptions": ["resident_key", "exemption_code", "start_date", "end_date"],
 }
 
-console = Console()
+console = Console(width=150)
 
 
 def floor_sql(store: Path) -> str:
