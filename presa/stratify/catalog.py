@@ -307,6 +307,13 @@ def _leaves_of(node: Node, pathology_id: str, windows: DefaultWindows, counter: 
         yield from _leaves_of(child, pathology_id, windows, counter)
 
 
+def nodes_of(node: Node) -> Iterator[Node]:
+    """A criteria tree's nodes, the root first."""
+    yield node
+    for child in _children(node):
+        yield from nodes_of(child)
+
+
 def _children(node: Node) -> list[Node]:
     if isinstance(node, AllNode):
         return node.all

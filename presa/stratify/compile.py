@@ -37,6 +37,7 @@ from presa.stratify.catalog import (
     NotNode,
     OutpatientRule,
     SexNode,
+    nodes_of,
     record_rule_of,
 )
 
@@ -271,21 +272,10 @@ def age_bounds(catalog: Catalog) -> list[int]:
     """The ages at which some criteria tree can change its answer: each ``min``, and each ``max`` + 1."""
     bounds: set[int] = set()
     for pathology in catalog.pathologies:
-        for node in _nodes_of(pathology.criteria):
+        for node in nodes_of(pathology.criteria):
             if isinstance(node, AgeNode):
                 bounds.update(b for b in (node.age.min, None if node.age.max is None else node.age.max + 1) if b)
     return sorted(bounds)
-
-
-def _nodes_of(node: Node) -> list[Node]:
-    children: list[Node] = []
-    if isinstance(node, AllNode):
-        children = list(node.all)
-    elif isinstance(node, AnyNode):
-        children = list(node.any)
-    elif isinstance(node, NotNode):
-        children = [node.not_]
-    return [node, *(n for child in children for n in _nodes_of(child))]
 
 
 def age_class(catalog: Catalog, age: exp.Expression) -> str:
@@ -410,7 +400,10 @@ def stages(catalog: Catalog, usage_from_store: bool, bounds: dict[str, str]) -> 
     """The named SELECTs. Inputs: the flow tables, codes (observed codes) and the parameter tables."""
     words = range(mask_words(catalog))
     set_lo, set_hi = pathology_set(catalog)
-    masks = ", ".join(f"m.mask_{w}" for w in words)
+
+    def masks(table: str) -> str:
+        return ", ".join(f"{table}.mask_{w}" for w in words)
+
     return (
         ("code_map", CODE_MAP),
         ("hits", HITS_TEMPLATE.format(diagnosis_positions=diagnosis_positions(bounds), **bounds)),
@@ -433,9 +426,9 @@ def stages(catalog: Catalog, usage_from_store: bool, bounds: dict[str, str]) -> 
         ),
         (
             "resident_cases",
-            RESIDENT_CASES.format(masks=masks, age_class=age_class(catalog, exp.column("age", table="pop"))),
+            RESIDENT_CASES.format(masks=masks("m"), age_class=age_class(catalog, exp.column("age", table="pop"))),
         ),
-        ("case_sets", CASE_SETS.format(masks=masks.replace("m.", "rc."), set_lo=set_lo, set_hi=set_hi)),
+        ("case_sets", CASE_SETS.format(masks=masks("rc"), set_lo=set_lo, set_hi=set_hi)),
         # Scanned only when the store cannot answer; the constant filter leaves an empty table otherwise.
         ("service_users", SERVICE_USERS.format(scan="FALSE" if usage_from_store else "TRUE")),
         ("clusters", CLUSTERS),
@@ -576,7 +569,8 @@ LEFT JOIN resident_masks AS m ON m.resident_key = pop.resident_key
 """
 
 # The criteria trees are evaluated once per distinct case (masks, age class, sex): about 200,000 for 3 million
-# residents with a fired rule. The set of pathologies whose trees hold is two integers: cheap to join on.
+# residents with a fired rule. The trees read the class's youngest age as ``age``, which they answer alike for
+# every age of the class. The set of pathologies whose trees hold is two integers: cheap to join on.
 CASE_SETS = """
 SELECT d.*, {set_lo} AS set_lo, {set_hi} AS set_hi
 FROM (SELECT DISTINCT {masks}, rc.age_class AS age, rc.sex FROM resident_cases AS rc WHERE rc.mask_0 IS NOT NULL) AS d

@@ -27,8 +27,8 @@ from presa.stratify.runview import create_run_views
 
 ProgressCallback = Callable[[str, int, int], None]
 
-# Stages read more than once are materialised; the rest are views inlined where they are used. (The population, read
-# twice, stays a view: scanning the residents again costs less than storing them.)
+# Stages read more than once are materialised; the rest are views inlined where they are used. The evidence, one of
+# the run's files, is written instead (run_stages); Spark, which writes its files at the end, keeps it.
 MATERIALISED = frozenset(
     {"code_map", "outsiders", "evidence", "resident_cases", "case_sets", "service_users", "clusters"}
 )

@@ -38,7 +38,8 @@ JOIN flow_residents AS r ON r.resident_key = s.resident_key
 LEFT JOIN clusters AS c ON c.cluster_no = s.cluster_no
 """
 
-# Runs written before the engine left ``assigned`` to this view carry it in the file.
+# Whether an evidence row's pathology was assigned: its bit in the set of the resident's cluster. (Runs written
+# before the engine left this to the view carry ``assigned`` in the file; create_run_views reads it from there.)
 ASSIGNED = """
 SELECT e.*,
        COALESCE((c.set_lo & p.bit_lo) <> 0 OR (c.set_hi & p.bit_hi) <> 0, FALSE) AS assigned
