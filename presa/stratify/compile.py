@@ -110,6 +110,7 @@ def criteria_rows(catalog: Catalog, reference: date) -> tuple[dict[str, Any], ..
     pathology_no = {p.id: n for n, p in enumerate(catalog.pathologies, start=1)}
     for number, leaf in enumerate(catalog.leaves(), start=1):
         min_count, min_ddd = _thresholds(leaf)
+        mask_word, mask_bit = mask_place(number)
         rows.append(
             {
                 "criterion_no": number,
@@ -121,8 +122,8 @@ def criteria_rows(catalog: Catalog, reference: date) -> tuple[dict[str, Any], ..
                 "main_only": isinstance(leaf.rule, DischargeRule) and leaf.rule.position == "main",
                 "window_start": window_start(reference, leaf.window_months),
                 "window_end": reference,
-                "mask_word": mask_place(number)[0],
-                "mask_bit": mask_place(number)[1],
+                "mask_word": mask_word,
+                "mask_bit": mask_bit,
             }
         )
     return tuple(rows)
