@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from presa.stratify.engine import EngineError, Shard, write_query_database
+from presa.stratify.engine import OUTPUT_ROW_GROUP, EngineError, Shard, write_query_database
 from presa.stratify.layout import RunPaths
 from presa.stratify.runview import flows_of, run_info
 from presa.workdir import built_in_place_of
@@ -124,7 +124,7 @@ def write_merged_run_json(
 
 def _copy(con: duckdb.DuckDBPyConnection, select: str, target: Path) -> None:
     quoted = str(target).replace("'", "''")
-    con.execute(f"COPY ({select}) TO '{quoted}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)")
+    con.execute(f"COPY ({select}) TO '{quoted}' (FORMAT parquet, ROW_GROUP_SIZE {OUTPUT_ROW_GROUP})")
 
 
 def _file_list(paths: list[Path]) -> str:
