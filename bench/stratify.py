@@ -7,7 +7,10 @@ fresh processes, each several times (median), warm page cache:
   aggregates a hash of them - the cost of just reading the input;
 - engine: ``stratify_flows`` with the shipped catalog, writing its Parquet outputs.
 
-It prints wall time, records/s and the peak memory of the whole process tree, and the engine / floor ratio.
+It prints wall time, records/s and the peak memory of the whole process tree, and the engine / floor ratio. Then,
+once per size, what an analyst waits for at the terminal, the command's whole process from start to exit:
+``presa stratify`` (engine, summary, charts and query database), ``presa explain`` of a level-1 resident and
+``presa diff`` of that run against the engine's.
 Usage: ``python bench/stratify.py [--sizes 1000000,10000000] [--repeat 3] [--data bench/data]``.
 """
 
@@ -20,6 +23,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import duckdb
 import psutil
 from rich.console import Console
 from rich.table import Table
@@ -107,6 +111,40 @@ def run_engine(store: Path, out: Path) -> Measurement:
     )
 
 
+def run_command(*args: str) -> Measurement:
+    """A ``presa`` command as an analyst runs it, interpreter start-up included; its output is discarded."""
+    step = measure(
+        "import json, subprocess, sys, time; from pathlib import Path; t = time.perf_counter(); "
+        f"subprocess.run([str(Path(sys.executable).with_name('presa')), *{list(args)!r}], check=True, "
+        "stdout=subprocess.DEVNULL); print(json.dumps({'elapsed': time.perf_counter() - t}))"
+    )
+    return Measurement(step.result["elapsed"], step.peak_bytes, step.result)
+
+
+def most_complex_resident(store: Path, run: Path) -> str:
+    """The pseudonymous id of a level-1 resident (most pathologies, most evidence to explain)."""
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            f"SELECT r.resident_id FROM read_parquet('{store / 'residents.parquet'}') AS r "
+            f"JOIN read_parquet('{run / 'residents.parquet'}') AS x USING (resident_key) "
+            "ORDER BY x.level, x.n_pathologies DESC, r.resident_id LIMIT 1"
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise SystemExit(f"{run} has no residents")
+    return str(row[0])
+
+
+def analyst_commands(store: Path, engine_run: Path, data: Path, size: int) -> dict[str, Measurement]:
+    cli_run = data / f"cli-run-{size}"
+    stratify = run_command("stratify", str(store), "--out", str(cli_run), "--replace")
+    explain = run_command("explain", str(cli_run), most_complex_resident(store, cli_run))
+    diff = run_command("diff", str(engine_run), str(cli_run))
+    return {"presa stratify": stratify, "presa explain": explain, "presa diff": diff}
+
+
 def median_of(runs: list[Measurement]) -> Measurement:
     """Median of the step's own elapsed time (reported by the child); the highest peak memory seen."""
     ordered = sorted(runs, key=lambda m: m.result["elapsed"])
@@ -145,6 +183,9 @@ def main() -> None:
         "engine peak",
     ):
         table.add_column(column, justify="right")
+    commands = Table(title="What an analyst waits for: each command's whole process, one run")
+    for column in ("residents", "command", "wall s", "peak"):
+        commands.add_column(column, justify="right")
     for size in sizes:
         store, timings = prepare(size, args.data)
         if timings:
@@ -165,7 +206,10 @@ def main() -> None:
             f"{floor.peak_gb:.2f} GB",
             f"{engine.peak_gb:.2f} GB",
         )
+        for name, step in analyst_commands(store, args.data / f"run-{size}", args.data, size).items():
+            commands.add_row(f"{size:,}", name, f"{step.seconds:.2f}", f"{step.peak_gb:.2f} GB")
     console.print(table)
+    console.print(commands)
 
 
 if __name__ == "__main__":
