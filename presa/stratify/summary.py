@@ -291,12 +291,17 @@ def count_cells(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def count_clusters(con: duckdb.DuckDBPyConnection) -> None:
-    """Residents per cluster, with the cluster's pathologies (main first) as the run's clusters table has them."""
+    """Residents per cluster, with the cluster's pathologies (main first) as the run's clusters table has them.
+
+    Counted on the run's own integer facts: the residents view would join the registry for nothing (0.6 s of the
+    0.65 s at 10 M).
+    """
     con.execute(
         "CREATE TEMP TABLE cluster_counts AS "
-        "WITH n AS (SELECT cluster, COUNT(*) AS n FROM residents WHERE cluster IS NOT NULL GROUP BY cluster) "
-        "SELECT n.cluster, c.pathologies, c.main_pathology, n.n "
-        "FROM n JOIN (SELECT DISTINCT cluster, pathologies, main_pathology FROM clusters) AS c USING (cluster)"
+        "WITH n AS (SELECT cluster_no, COUNT(*) AS n FROM run_residents WHERE cluster_no IS NOT NULL GROUP BY ALL) "
+        "SELECT c.cluster, c.pathologies, c.main_pathology, CAST(SUM(n.n) AS BIGINT) AS n "
+        "FROM n JOIN (SELECT DISTINCT cluster_no, cluster, pathologies, main_pathology FROM clusters) AS c "
+        "USING (cluster_no) GROUP BY ALL"
     )
 
 
