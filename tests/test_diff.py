@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import random
+import shutil
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import duckdb
 import pytest
 from rich.console import Console
 
-from presa.stratify.diff import diff_runs, render_diff
+from presa.stratify.diff import diff_runs, render_diff, same_store
 from presa.stratify.engine import stratify_flows
 from presa.stratify.runview import RunError
+from presa.stratify.summary import read_run_info
 from tests.storebuilder import StoreBuilder
 from tests.test_summary import ENTRIES, REF, RunBuilder, make_catalog
 
@@ -126,6 +129,30 @@ def test_two_reference_dates_on_one_store_add_up(tmp_path: Path) -> None:
         assert p.residents_b - p.residents_a == p.gained - p.lost + p.entering - p.leaving, p.pathology_id
     changed = duckdb.execute(f"SELECT COUNT(*) FROM read_parquet('{tmp_path / 'changed.parquet'}')").fetchall()
     assert changed == [(diff.changed_residents,)] and diff.changed_residents > 0
+
+
+def test_runs_on_one_store_join_by_key_as_runs_on_copies_join_by_id(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path / "catalog")
+    flows = random_store(7, 300).write(tmp_path / "flows")
+    copy_of_flows = shutil.copytree(flows.root, tmp_path / "flows_copy")
+    for name, store, reference in (
+        ("a", flows.root, REF),
+        ("b", flows.root, date(2026, 6, 30)),
+        ("b_copy", copy_of_flows, date(2026, 6, 30)),
+    ):
+        (tmp_path / name).mkdir()
+        stratify_flows(store, tmp_path / name, catalog, reference)
+    assert same_store(read_run_info(tmp_path / "a"), read_run_info(tmp_path / "b"))
+    assert not same_store(read_run_info(tmp_path / "a"), read_run_info(tmp_path / "b_copy"))
+    by_key = diff_runs(tmp_path / "a", tmp_path / "b", changed_file=tmp_path / "by_key.parquet")
+    by_id = diff_runs(tmp_path / "a", tmp_path / "b_copy", changed_file=tmp_path / "by_id.parquet")
+    assert by_key.changed_residents > 0 and by_key.only_in_a > 0
+    assert replace(by_key, b=by_id.b, changed_file=by_id.changed_file) == by_id
+    files = [
+        duckdb.execute(f"SELECT * FROM read_parquet('{tmp_path / f}')").fetchall()
+        for f in ("by_key.parquet", "by_id.parquet")
+    ]
+    assert files[0] == files[1] and len(files[0]) == by_key.changed_residents
 
 
 def test_another_catalog_version_on_the_same_store(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """What changed between two runs A and B: another catalog version, another reference date, corrected flows.
 
-``diff_runs`` joins the two runs' residents on resident_id and returns a :class:`RunDiff`: residents per level
+``diff_runs`` joins the two runs' residents on resident_id (on the store's integer key when both runs read the
+same validated store, where the key names the same resident) and returns a :class:`RunDiff`: residents per level
 transition (A level -> B level, with "not in A" and "not in B" for residents of one run only), per pathology the
 residents who gained or lost it, and how many residents changed level or set of pathologies. The changed residents
 themselves go, when asked, to a Parquet file (resident_id, level_a, level_b, gained, lost).
@@ -26,7 +27,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from presa.stratify.runview import create_run_views
+from presa.stratify.runview import create_run_views, flows_of
 from presa.stratify.summary import RunInfo, it_date, it_int, level_names, read_run_info
 
 
@@ -102,14 +103,16 @@ class RunDiff:
 def diff_runs(run_a: Path, run_b: Path, changed_file: Path | None = None) -> RunDiff:
     """Compare run B with run A; with ``changed_file``, write the residents whose level or pathologies changed."""
     info_a, info_b = read_run_info(run_a), read_run_info(run_b)
+    by_key = same_store(info_a, info_b)
     con = duckdb.connect()
     try:
-        load_side(con, info_a, "side_a")
-        load_side(con, info_b, "side_b")
-        join_sides(con)
+        load_side(con, info_a, "side_a", by_key)
+        load_side(con, info_b, "side_b", by_key)
+        pair_residents(con)
+        pair_changes(con)
         counts = side_counts(con)
         if changed_file is not None:
-            write_changed_residents(con, changed_file)
+            write_changed_residents(con, changed_file, by_key)
         return RunDiff(
             a=run_label(con, info_a, "side_a"),
             b=run_label(con, info_b, "side_b"),
@@ -128,43 +131,67 @@ def diff_runs(run_a: Path, run_b: Path, changed_file: Path | None = None) -> Run
         con.close()
 
 
-def load_side(con: duckdb.DuckDBPyConnection, info: RunInfo, side: str) -> None:
-    """One run's residents (id, level, sorted pathology ids) and pathology names, as temp tables of ``side``."""
+def same_store(info_a: RunInfo, info_b: RunInfo) -> bool:
+    """Whether both runs read one validated store, whose integer keys then name the same residents in both."""
+    return flows_of(info_a.paths).table("residents").resolve() == flows_of(info_b.paths).table("residents").resolve()
+
+
+def load_side(con: duckdb.DuckDBPyConnection, info: RunInfo, side: str, by_key: bool) -> None:
+    """One run's residents (``resident``: the store's key when ``by_key``, else the pseudonymous id; level; cluster
+    number), its clusters' sorted pathology ids and its pathology names, as temp tables of ``side``. A resident's
+    pathologies are their cluster's, so they are compared per cluster."""
     create_run_views(con, info.paths)
+    residents = (
+        "SELECT resident_key AS resident, level, cluster_no FROM run_residents"
+        if by_key
+        else "SELECT r.resident_id AS resident, s.level, s.cluster_no "
+        "FROM run_residents AS s JOIN flow_residents AS r ON r.resident_key = s.resident_key"
+    )
+    con.execute(f"CREATE TEMP TABLE {side} AS {residents}")
     con.execute(
-        f"CREATE TEMP TABLE {side} AS SELECT resident_id, level, "
-        "LIST_SORT(COALESCE(pathologies, []::VARCHAR[])) AS pathologies FROM residents"
+        f"CREATE TEMP TABLE {side}_sets AS SELECT DISTINCT cluster_no, LIST_SORT(pathologies) AS pathologies "
+        "FROM clusters"
     )
     con.execute(f"CREATE TEMP TABLE {side}_names AS SELECT pathology_id, name_it FROM pathologies")
 
 
-def join_sides(con: duckdb.DuckDBPyConnection) -> None:
-    """Every resident of either run, with what they gained and lost (a missing side counts as no pathology)."""
+def pair_residents(con: duckdb.DuckDBPyConnection) -> None:
+    """Residents of either run counted per (in A, in B, level in A, level in B, cluster in A, cluster in B), with
+    both clusters' pathologies (a missing side, or no cluster, counts as no pathology): the residents are joined
+    once and every figure is then read off a table of a few hundred thousand rows, not millions."""
     con.execute(
         """
-        CREATE TEMP TABLE joined AS
-        SELECT COALESCE(a.resident_id, b.resident_id) AS resident_id,
-               a.resident_id IS NOT NULL AS in_a, b.resident_id IS NOT NULL AS in_b,
-               a.level AS level_a, b.level AS level_b,
-               COALESCE(a.pathologies, []::VARCHAR[]) AS pathologies_a,
-               COALESCE(b.pathologies, []::VARCHAR[]) AS pathologies_b
-        FROM side_a AS a
-        FULL OUTER JOIN side_b AS b ON b.resident_id = a.resident_id
+        CREATE TEMP TABLE pairs AS
+        WITH joined AS (
+          SELECT a.resident IS NOT NULL AS in_a, b.resident IS NOT NULL AS in_b,
+                 a.level AS level_a, b.level AS level_b, a.cluster_no AS cluster_a, b.cluster_no AS cluster_b
+          FROM side_a AS a
+          FULL OUTER JOIN side_b AS b ON b.resident = a.resident
+        ),
+        counted AS (SELECT *, COUNT(*) AS residents FROM joined GROUP BY ALL)
+        SELECT c.*, COALESCE(sa.pathologies, []::VARCHAR[]) AS pathologies_a,
+               COALESCE(sb.pathologies, []::VARCHAR[]) AS pathologies_b
+        FROM counted AS c
+        LEFT JOIN side_a_sets AS sa ON sa.cluster_no = c.cluster_a
+        LEFT JOIN side_b_sets AS sb ON sb.cluster_no = c.cluster_b
         """
     )
-    # Only the residents whose set changed are unnested: a few per cent of the population, not all of it.
+
+
+def pair_changes(con: duckdb.DuckDBPyConnection) -> None:
+    """Each pathology gained or lost, per pair of clusters whose pathologies differ, with its residents."""
     con.execute(
         """
         CREATE TEMP TABLE changes AS
-        WITH changed AS (SELECT * FROM joined WHERE pathologies_a <> pathologies_b),
+        WITH changed AS (SELECT * FROM pairs WHERE pathologies_a <> pathologies_b),
         gained AS (
-          SELECT resident_id, in_a, in_b, p AS pathology_id, 'gained' AS change
-          FROM (SELECT resident_id, in_a, in_b, pathologies_a, UNNEST(pathologies_b) AS p FROM changed)
+          SELECT cluster_a, cluster_b, in_a, in_b, residents, p AS pathology_id, 'gained' AS change
+          FROM (SELECT *, UNNEST(pathologies_b) AS p FROM changed)
           WHERE NOT LIST_CONTAINS(pathologies_a, p)
         ),
         lost AS (
-          SELECT resident_id, in_a, in_b, p AS pathology_id, 'lost' AS change
-          FROM (SELECT resident_id, in_a, in_b, pathologies_b, UNNEST(pathologies_a) AS p FROM changed)
+          SELECT cluster_a, cluster_b, in_a, in_b, residents, p AS pathology_id, 'lost' AS change
+          FROM (SELECT *, UNNEST(pathologies_a) AS p FROM changed)
           WHERE NOT LIST_CONTAINS(pathologies_b, p)
         )
         SELECT * FROM gained UNION ALL SELECT * FROM lost
@@ -175,19 +202,19 @@ def join_sides(con: duckdb.DuckDBPyConnection) -> None:
 def side_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     result = con.execute(
         """
-        SELECT COUNT(*) FILTER (in_a AND in_b) AS in_both,
-               COUNT(*) FILTER (in_a AND NOT in_b) AS only_in_a,
-               COUNT(*) FILTER (in_b AND NOT in_a) AS only_in_b,
-               COUNT(*) FILTER (in_a AND in_b AND level_a <> level_b) AS level_changed,
-               COUNT(*) FILTER (in_a AND in_b AND pathologies_a <> pathologies_b) AS pathologies_changed,
-               COUNT(*) FILTER (NOT (in_a AND in_b) OR level_a <> level_b OR pathologies_a <> pathologies_b)
+        SELECT SUM(residents) FILTER (in_a AND in_b) AS in_both,
+               SUM(residents) FILTER (in_a AND NOT in_b) AS only_in_a,
+               SUM(residents) FILTER (in_b AND NOT in_a) AS only_in_b,
+               SUM(residents) FILTER (in_a AND in_b AND level_a <> level_b) AS level_changed,
+               SUM(residents) FILTER (in_a AND in_b AND pathologies_a <> pathologies_b) AS pathologies_changed,
+               SUM(residents) FILTER (NOT (in_a AND in_b) OR level_a <> level_b OR pathologies_a <> pathologies_b)
                  AS changed
-        FROM joined
+        FROM pairs
         """
     )
     names = [d[0] for d in result.description or []]
-    row = result.fetchone() or tuple(0 for _ in names)
-    return {name: int(value) for name, value in zip(names, row, strict=True)}
+    row = result.fetchone() or tuple(None for _ in names)
+    return {name: int(value or 0) for name, value in zip(names, row, strict=True)}
 
 
 def run_label(con: duckdb.DuckDBPyConnection, info: RunInfo, side: str) -> RunLabel:
@@ -203,7 +230,8 @@ def run_label(con: duckdb.DuckDBPyConnection, info: RunInfo, side: str) -> RunLa
 
 def level_transitions(con: duckdb.DuckDBPyConnection) -> tuple[LevelTransition, ...]:
     rows = con.execute(
-        "SELECT level_a, level_b, COUNT(*) FROM joined GROUP BY ALL ORDER BY level_a NULLS LAST, level_b NULLS LAST"
+        "SELECT level_a, level_b, SUM(residents) FROM pairs GROUP BY ALL "
+        "ORDER BY level_a NULLS LAST, level_b NULLS LAST"
     ).fetchall()
     return tuple(LevelTransition(_level(a), _level(b), int(n)) for a, b, n in rows)
 
@@ -218,17 +246,19 @@ def pathology_changes(con: duckdb.DuckDBPyConnection) -> tuple[PathologyChange, 
         """
         WITH ids AS (SELECT pathology_id FROM side_a_names UNION SELECT pathology_id FROM side_b_names),
         count_a AS (
-          SELECT p AS pathology_id, COUNT(*) AS n FROM (SELECT UNNEST(pathologies) AS p FROM side_a) GROUP BY p
+          SELECT p AS pathology_id, SUM(residents) AS n
+          FROM (SELECT UNNEST(pathologies_a) AS p, residents FROM pairs) GROUP BY p
         ),
         count_b AS (
-          SELECT p AS pathology_id, COUNT(*) AS n FROM (SELECT UNNEST(pathologies) AS p FROM side_b) GROUP BY p
+          SELECT p AS pathology_id, SUM(residents) AS n
+          FROM (SELECT UNNEST(pathologies_b) AS p, residents FROM pairs) GROUP BY p
         ),
         moves AS (
           SELECT pathology_id,
-                 COUNT(*) FILTER (change = 'gained' AND in_a AND in_b) AS gained,
-                 COUNT(*) FILTER (change = 'lost' AND in_a AND in_b) AS lost,
-                 COUNT(*) FILTER (change = 'gained' AND NOT in_a) AS entering,
-                 COUNT(*) FILTER (change = 'lost' AND NOT in_b) AS leaving
+                 SUM(residents) FILTER (change = 'gained' AND in_a AND in_b) AS gained,
+                 SUM(residents) FILTER (change = 'lost' AND in_a AND in_b) AS lost,
+                 SUM(residents) FILTER (change = 'gained' AND NOT in_a) AS entering,
+                 SUM(residents) FILTER (change = 'lost' AND NOT in_b) AS leaving
           FROM changes GROUP BY pathology_id
         )
         SELECT ids.pathology_id, COALESCE(nb.name_it, na.name_it, ids.pathology_id),
@@ -246,24 +276,39 @@ def pathology_changes(con: duckdb.DuckDBPyConnection) -> tuple[PathologyChange, 
     return tuple(sorted(changes, key=lambda c: (-(c.gained + c.lost), -c.residents_b, c.pathology_id)))
 
 
-def write_changed_residents(con: duckdb.DuckDBPyConnection, target: Path) -> None:
-    """resident_id, level_a, level_b, gained, lost of every resident whose level or pathologies differ."""
+def write_changed_residents(con: duckdb.DuckDBPyConnection, target: Path, by_key: bool) -> None:
+    """resident_id, level_a, level_b, gained, lost of every resident whose level or pathologies differ.
+
+    The residents are joined again, and each finds what it gained and lost by its pair of clusters; joined by key,
+    the changed ones then find their id in the store (the views are the last run's: the same store).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    named = (
+        "SELECT r.resident_id, c.level_a, c.level_b, c.gained, c.lost FROM changed AS c "
+        "JOIN flow_residents AS r ON r.resident_key = c.resident"
+        if by_key
+        else "SELECT resident AS resident_id, level_a, level_b, gained, lost FROM changed"
+    )
     con.execute(
-        """
+        f"""
         CREATE TEMP TABLE changed_residents AS
         WITH moved AS (
-          SELECT resident_id,
-                 LIST(pathology_id ORDER BY pathology_id) FILTER (change = 'gained') AS gained,
-                 LIST(pathology_id ORDER BY pathology_id) FILTER (change = 'lost') AS lost
-          FROM changes GROUP BY resident_id
+          SELECT cluster_a, cluster_b, TRUE AS differ,
+                 LIST(DISTINCT pathology_id ORDER BY pathology_id) FILTER (change = 'gained') AS gained,
+                 LIST(DISTINCT pathology_id ORDER BY pathology_id) FILTER (change = 'lost') AS lost
+          FROM changes GROUP BY ALL
+        ),
+        changed AS (
+          SELECT COALESCE(a.resident, b.resident) AS resident, a.level AS level_a, b.level AS level_b,
+                 COALESCE(m.gained, []::VARCHAR[]) AS gained, COALESCE(m.lost, []::VARCHAR[]) AS lost
+          FROM side_a AS a
+          FULL OUTER JOIN side_b AS b ON b.resident = a.resident
+          LEFT JOIN moved AS m
+            ON m.cluster_a IS NOT DISTINCT FROM a.cluster_no AND m.cluster_b IS NOT DISTINCT FROM b.cluster_no
+          WHERE a.resident IS NULL OR b.resident IS NULL OR a.level <> b.level OR m.differ
         )
-        SELECT j.resident_id, j.level_a, j.level_b,
-               COALESCE(m.gained, []::VARCHAR[]) AS gained, COALESCE(m.lost, []::VARCHAR[]) AS lost
-        FROM joined AS j
-        LEFT JOIN moved AS m USING (resident_id)
-        WHERE NOT (j.in_a AND j.in_b) OR j.level_a <> j.level_b OR j.pathologies_a <> j.pathologies_b
-        ORDER BY j.resident_id
+        {named}
+        ORDER BY 1
         """
     )
     con.table("changed_residents").write_parquet(str(target))
