@@ -299,9 +299,9 @@ def count_clusters(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "CREATE TEMP TABLE cluster_counts AS "
         "WITH n AS (SELECT cluster_no, COUNT(*) AS n FROM run_residents WHERE cluster_no IS NOT NULL GROUP BY ALL) "
-        "SELECT c.cluster, c.pathologies, c.main_pathology, CAST(SUM(n.n) AS BIGINT) AS n "
+        "SELECT c.cluster, c.pathologies, c.main_pathology, n.n "
         "FROM n JOIN (SELECT DISTINCT cluster_no, cluster, pathologies, main_pathology FROM clusters) AS c "
-        "USING (cluster_no) GROUP BY ALL"
+        "USING (cluster_no)"
     )
 
 
