@@ -5,7 +5,10 @@ fresh processes, each several times (median), warm page cache:
 
 - floor: one plain DuckDB query over the same validated files that reads every column the engine reads and
   aggregates a hash of them - the cost of just reading the input;
-- engine: ``stratify_flows`` with the shipped catalog, writing its Parquet outputs.
+- engine: ``stratify_flows`` with the shipped catalog, writing its Parquet outputs;
+- bound: the least a stratification in SQL does: the engine's own stages up to its evidence file (every rule's
+  hits over the flows, thresholds applied, written), then one row per resident of the population written with
+  the number of rules that fired. No criteria trees, ages, clusters or service use: the engine cannot beat it.
 
 It prints wall time, records/s and the peak memory of the whole process tree, and the engine / floor ratio. Then,
 once per size, what an analyst waits for at the terminal, the command's whole process from start to exit:
@@ -21,6 +24,9 @@ import json
 import platform
 import shutil
 import subprocess
+import time
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -29,6 +35,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.measure import Measurement, measure
+from presa.flows.layout import FlowPaths
+from presa.stratify.catalog import load_catalog
+from presa.stratify.compile import compile_catalog
+from presa.stratify.engine import attach_flows, connect, last_record_date, load_parameters, run_stages
+from presa.stratify.layout import RunPaths
 
 REFERENCE_DATE = "2025-12-31"
 
@@ -111,6 +122,42 @@ def run_engine(store: Path, out: Path) -> Measurement:
     )
 
 
+# The engine's stages that the bound runs as they are: the code map, the hits, the evidence file and the population.
+BOUND_STAGES = ("code_map", "hits", "outsiders", "evidence", "population")
+BOUND_RESIDENTS = """
+SELECT pop.resident_key, CAST(COALESCE(e.n, 0) AS SMALLINT) AS rules_fired
+FROM population AS pop
+LEFT JOIN (SELECT resident_key, COUNT(*) AS n FROM evidence GROUP BY resident_key) AS e USING (resident_key)
+"""
+
+
+def lower_bound(store: Path, out: Path) -> float:
+    """Run the bound (see the module's docstring) into ``out``; its seconds from catalog load to written files."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    started = time.perf_counter()
+    flows = FlowPaths(store)
+    program = compile_catalog(load_catalog(), date.fromisoformat(REFERENCE_DATE), last_record_date(flows))
+    program = replace(program, stages=tuple((n, sql) for n, sql in program.stages if n in BOUND_STAGES))
+    run = RunPaths(out)
+    con = connect(temp_dir=out / ".duckdb_tmp")
+    try:
+        attach_flows(con, flows)
+        load_parameters(con, program)
+        run_stages(con, program, run)
+        con.execute(f"COPY ({BOUND_RESIDENTS}) TO '{run.residents}' (FORMAT parquet)")
+    finally:
+        con.close()
+    return time.perf_counter() - started
+
+
+def run_lower_bound(store: Path, out: Path) -> Measurement:
+    return measure(
+        "import json; from pathlib import Path; from bench.stratify import lower_bound; "
+        f"print(json.dumps({{'elapsed': lower_bound(Path('{store}'), Path('{out}'))}}))"
+    )
+
+
 def run_command(*args: str) -> Measurement:
     """A ``presa`` command as an analyst runs it, interpreter start-up included; its output is discarded."""
     step = measure(
@@ -178,6 +225,8 @@ def main() -> None:
         "floor s",
         "engine s",
         "engine/floor",
+        "bound s",
+        "bound/floor",
         "records/s",
         "floor peak",
         "engine peak",
@@ -194,6 +243,7 @@ def main() -> None:
         run_floor(store)  # warm the page cache
         floor = median_of([run_floor(store) for _ in range(args.repeat)])
         engine = median_of([run_engine(store, args.data / f"run-{size}") for _ in range(args.repeat)])
+        bound = median_of([run_lower_bound(store, args.data / f"bound-{size}") for _ in range(args.repeat)])
         console.print(f"{size:,}: engine stages {json.dumps(engine.result['seconds'])}")
         console.print(f"{size:,}: levels {json.dumps(engine.result['levels'])}")
         table.add_row(
@@ -202,6 +252,8 @@ def main() -> None:
             f"{floor.seconds:.2f}",
             f"{engine.seconds:.2f}",
             f"{engine.seconds / floor.seconds:.2f}x",
+            f"{bound.seconds:.2f}",
+            f"{bound.seconds / floor.seconds:.2f}x",
             f"{records / engine.seconds:,.0f}",
             f"{floor.peak_gb:.2f} GB",
             f"{engine.peak_gb:.2f} GB",
