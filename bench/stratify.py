@@ -10,10 +10,10 @@ fresh processes, each several times (median), warm page cache:
   hits over the flows, thresholds applied, written), then one row per resident of the population written with
   the number of rules that fired. No criteria trees, ages, clusters or service use: the engine cannot beat it.
 
-It prints wall time, records/s and the peak memory of the whole process tree, and the engine / floor ratio. Then,
-once per size, what an analyst waits for at the terminal, the command's whole process from start to exit:
-``presa stratify`` (engine, summary, charts and query database), ``presa explain`` of a level-1 resident and
-``presa diff`` of that run against the engine's.
+It prints wall time, records/s and the peak memory of the whole process tree, and the engine's and the bound's ratio
+to the floor. Then, once per size, what an analyst waits for at the terminal, the command's whole process from start
+to exit: ``presa stratify`` (engine, summary, charts and query database), ``presa explain`` of a level-1 resident
+and ``presa diff`` of that run against the engine's.
 Usage: ``python bench/stratify.py [--sizes 1000000,10000000] [--repeat 3] [--data bench/data]``.
 """
 
