@@ -138,6 +138,8 @@ def lower_bound(store: Path, out: Path) -> float:
     started = time.perf_counter()
     flows = FlowPaths(store)
     program = compile_catalog(load_catalog(), date.fromisoformat(REFERENCE_DATE), last_record_date(flows))
+    if missing := sorted(set(BOUND_STAGES) - program.stage_names):
+        raise SystemExit(f"the engine has no stage {', '.join(missing)}: BOUND_STAGES must follow its stages")
     program = replace(program, stages=tuple((n, sql) for n, sql in program.stages if n in BOUND_STAGES))
     run = RunPaths(out)
     con = connect(temp_dir=out / ".duckdb_tmp")
